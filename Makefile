@@ -1,0 +1,38 @@
+# pocoviz: `make serve` sets everything up and serves the app; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 5006
+DATA_DIR ?=
+
+.PHONY: setup serve test browser bench assets clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first: the CPU build from this machine's wheel store; a plain `torch` would pull CUDA
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+serve: setup
+	$(VENV)/bin/pocoviz serve --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+# Debian's chromium for the browser tests (never `playwright install`: it downloads a browser)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+test: setup browser
+	BOKEH_RESOURCES=server $(PY) -m pytest
+
+bench: setup
+	$(VENV)/bin/pocoviz bench
+
+assets: setup
+	$(VENV)/bin/pocoviz make-assets --out assets
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,58 @@
+"""The data layer: the recording schema, readers for real formats, the synthetic corpus,
+preprocessing, time splits and torch windows.
+
+Never imports panel, holoviews or bokeh.
+"""
+
+from __future__ import annotations
+
+from .io import (
+    RECORDING_SUFFIXES,
+    corpus_sessions,
+    detect_format,
+    open_corpus,
+    open_recording,
+    resolve_in_data_dir,
+    save_corpus,
+    save_recording,
+)
+from .preprocess import (
+    CONTEXT_LENGTH,
+    PREDICTION_LENGTH,
+    WindowDataset,
+    compute_dff,
+    split_indices,
+    split_recording,
+    zscore,
+)
+from .raster import aggregate_raster, sort_units_by_region
+from .schema import RecordingError, as_recording, make_recording, summarize, validate
+from .synthetic import SPECIES_PRESETS, make_demo_corpus, make_session
+
+__all__ = [
+    "CONTEXT_LENGTH",
+    "PREDICTION_LENGTH",
+    "RECORDING_SUFFIXES",
+    "RecordingError",
+    "SPECIES_PRESETS",
+    "WindowDataset",
+    "aggregate_raster",
+    "as_recording",
+    "compute_dff",
+    "corpus_sessions",
+    "detect_format",
+    "make_demo_corpus",
+    "make_recording",
+    "make_session",
+    "open_corpus",
+    "open_recording",
+    "resolve_in_data_dir",
+    "save_corpus",
+    "save_recording",
+    "sort_units_by_region",
+    "split_indices",
+    "split_recording",
+    "summarize",
+    "validate",
+    "zscore",
+]

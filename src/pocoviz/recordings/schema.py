@@ -1,0 +1,389 @@
+"""The recording schema: one animal, one session, as an ``xarray.Dataset``.
+
+- ``activity``: dims ``("time", "unit")``, float32; ``activity.attrs["units"]`` says what the values
+  are (``"z-score"``, ``"dF/F"``, ``"F"`` or ``"a.u."``).
+- coords: ``time`` (seconds, strictly increasing), ``unit`` (int, unique), per unit ``region`` and
+  ``label`` (str, ``""`` when unknown), optional ``x``, ``y``, ``z`` (µm).
+- attrs: ``species``, ``session``, ``sampling_rate_hz``, ``source``, ``citation``.
+
+:func:`validate` checks all of this and raises :class:`RecordingError` naming the file and field.
+:func:`make_recording` builds a valid dataset from arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+ACTIVITY_UNITS = ("z-score", "dF/F", "F", "a.u.")
+REQUIRED_ATTRS = ("species", "session", "sampling_rate_hz", "source", "citation")
+POSITION_COORDS = ("x", "y", "z")
+#: Largest array a reader will load, in bytes (``POCOVIZ_MAX_BYTES`` overrides).
+DEFAULT_MAX_BYTES = 8 * 2**30
+
+
+class RecordingError(ValueError):
+    """A recording (file or dataset) does not fit the schema or cannot be read.
+
+    Attributes
+    ----------
+    path : str or None
+        The file (or folder) concerned, when there is one.
+    field : str or None
+        The schema field, file member or variable at fault.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, field: str | None = None):
+        self.path = None if path is None else str(path)
+        self.field = field
+        self.problem = message
+        where = []
+        if self.path:
+            where.append(self.path)
+        if field:
+            where.append(f"field '{field}'")
+        super().__init__(": ".join(where + [message]) if where else message)
+
+
+def max_bytes() -> int:
+    """The size limit for one array (``POCOVIZ_MAX_BYTES`` overrides the 8 GiB default)."""
+    env = os.environ.get("POCOVIZ_MAX_BYTES", "").strip()
+    return int(env) if env.isdigit() else DEFAULT_MAX_BYTES
+
+
+def check_declared_size(shape: tuple[int, ...], itemsize: int, *, path: Any = None, field: str | None = None) -> None:
+    """Refuse to load an array whose declared shape is larger than :func:`max_bytes`."""
+    if any(int(s) < 0 for s in shape):
+        raise RecordingError(f"negative dimension in declared shape {tuple(shape)}", path=path, field=field)
+    n = 1
+    for s in shape:
+        n *= int(s)
+    nbytes = n * int(itemsize)
+    if nbytes > max_bytes():
+        raise RecordingError(
+            f"declared shape {tuple(int(s) for s in shape)} needs {nbytes / 2**30:.1f} GiB, more than the "
+            f"{max_bytes() / 2**30:.1f} GiB limit (set POCOVIZ_MAX_BYTES to raise it)",
+            path=path,
+            field=field,
+        )
+
+
+def _source_of(ds: xr.Dataset, path: Any) -> str | None:
+    if path is not None:
+        return str(path)
+    src = ds.attrs.get("source")
+    return str(src) if src else None
+
+
+def _is_string_array(values: np.ndarray) -> bool:
+    if values.dtype.kind in "US":
+        return True
+    if values.dtype.kind == "O":
+        return all(isinstance(v, str) for v in values.ravel())
+    return False
+
+
+def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dataset:
+    """Check that ``ds`` is a recording; return it unchanged.
+
+    Parameters
+    ----------
+    ds
+        The dataset to check.
+    path
+        The file it came from, named in error messages (defaults to ``ds.attrs["source"]``).
+
+    Raises
+    ------
+    RecordingError
+        The first problem found, naming the file and the field.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pocoviz.recordings import make_recording, validate
+    >>> ds = make_recording(np.zeros((10, 3)), sampling_rate_hz=2.0, species="test", session="s0")
+    >>> validate(ds) is ds
+    True
+    """
+    where = _source_of(ds, path)
+
+    def fail(field: str, msg: str) -> RecordingError:
+        return RecordingError(msg, path=where, field=field)
+
+    if not isinstance(ds, xr.Dataset):
+        raise RecordingError(f"expected an xarray.Dataset, got {type(ds).__name__}", path=where)
+    if "activity" not in ds.data_vars:
+        raise fail("activity", f"missing; the dataset has variables {sorted(map(str, ds.data_vars)) or 'none'}")
+    act = ds["activity"]
+    if act.dims != ("time", "unit"):
+        raise fail("activity", f"dims must be ('time', 'unit'), got {act.dims}")
+    if act.dtype != np.float32:
+        raise fail("activity", f"dtype must be float32, got {act.dtype}")
+    n_time, n_unit = act.shape
+    if n_time < 2:
+        raise fail("time", f"needs at least 2 frames, got {n_time}")
+    if n_unit < 1:
+        raise fail("unit", "has no units")
+    units_attr = act.attrs.get("units")
+    if units_attr not in ACTIVITY_UNITS:
+        raise fail("activity.attrs['units']", f"must be one of {ACTIVITY_UNITS}, got {units_attr!r}")
+
+    # coordinates -------------------------------------------------------------------------
+    if "time" not in ds.coords:
+        raise fail("time", "coordinate missing")
+    t = np.asarray(ds["time"].values)
+    if t.dtype.kind not in "fiu":
+        raise fail("time", f"must be numeric seconds, got dtype {t.dtype}")
+    if not np.all(np.isfinite(t)):
+        bad = int(np.flatnonzero(~np.isfinite(t))[0])
+        raise fail("time", f"non-finite value at frame {bad}")
+    dt = np.diff(t.astype(np.float64))
+    if np.any(dt <= 0):
+        bad = int(np.flatnonzero(dt <= 0)[0])
+        raise fail("time", f"must be strictly increasing; frame {bad + 1} ({t[bad + 1].item()!r}) is not after frame {bad} ({t[bad].item()!r})")
+    if "unit" not in ds.coords:
+        raise fail("unit", "coordinate missing")
+    u = np.asarray(ds["unit"].values)
+    if u.dtype.kind not in "iu":
+        raise fail("unit", f"must be integer ids, got dtype {u.dtype}")
+    if len(np.unique(u)) != len(u):
+        vals, counts = np.unique(u, return_counts=True)
+        raise fail("unit", f"ids must be unique; {vals[counts > 1][:5].tolist()} repeat")
+    for name in ("region", "label"):
+        if name not in ds.coords:
+            raise fail(name, "coordinate missing (use '' for unknown)")
+        c = ds[name]
+        if c.dims != ("unit",):
+            raise fail(name, f"must have dims ('unit',), got {c.dims}")
+        if not _is_string_array(np.asarray(c.values)):
+            raise fail(name, f"must hold strings, got dtype {c.dtype}")
+    for name in POSITION_COORDS:
+        if name in ds.coords:
+            c = ds[name]
+            if c.dims != ("unit",):
+                raise fail(name, f"must have dims ('unit',), got {c.dims}")
+            v = np.asarray(c.values)
+            if v.dtype.kind not in "fiu":
+                raise fail(name, f"must be numeric µm, got dtype {v.dtype}")
+            if np.any(np.isinf(v)):
+                raise fail(name, "holds infinite values")
+
+    # attributes --------------------------------------------------------------------------
+    for name in REQUIRED_ATTRS:
+        if name not in ds.attrs:
+            raise fail(f"attrs['{name}']", "missing")
+    for name in ("species", "session", "source", "citation"):
+        if not isinstance(ds.attrs[name], str):
+            raise fail(f"attrs['{name}']", f"must be a string, got {type(ds.attrs[name]).__name__}")
+    for name in ("species", "session"):
+        if not ds.attrs[name].strip():
+            raise fail(f"attrs['{name}']", "must not be empty")
+    rate = ds.attrs["sampling_rate_hz"]
+    try:
+        rate_f = float(rate)
+    except (TypeError, ValueError):
+        raise fail("attrs['sampling_rate_hz']", f"must be a number, got {rate!r}") from None
+    if not np.isfinite(rate_f) or rate_f <= 0:
+        raise fail("attrs['sampling_rate_hz']", f"must be a positive finite number, got {rate!r}")
+
+    # values ------------------------------------------------------------------------------
+    a = act.values
+    if np.isinf(a).any():
+        frame, unit = map(int, np.argwhere(np.isinf(a))[0])
+        raise fail("activity", f"infinite value at frame {frame}, unit index {unit}")
+    nan = np.isnan(a)
+    if nan.any():
+        all_nan_units = np.flatnonzero(nan.all(axis=0))
+        if len(all_nan_units):
+            raise fail(
+                "activity",
+                f"{len(all_nan_units)} unit(s) are all NaN (unit ids {u[all_nan_units][:5].tolist()}); drop them first",
+            )
+        all_nan_frames = np.flatnonzero(nan.all(axis=1))
+        if len(all_nan_frames):
+            raise fail("activity", f"{len(all_nan_frames)} frame(s) are all NaN (first: frame {int(all_nan_frames[0])})")
+    return ds
+
+
+def make_recording(
+    activity: Any,
+    *,
+    sampling_rate_hz: float,
+    species: str,
+    session: str,
+    time: Any = None,
+    unit: Any = None,
+    region: Any = None,
+    label: Any = None,
+    x: Any = None,
+    y: Any = None,
+    z: Any = None,
+    units: str = "dF/F",
+    source: str = "",
+    citation: str = "",
+    unit_coords: Mapping[str, Any] | None = None,
+    time_vars: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    path: str | os.PathLike | None = None,
+) -> xr.Dataset:
+    """Build a validated recording from arrays.
+
+    Parameters
+    ----------
+    activity : array, shape (T, U)
+        Activity, time by unit; stored as float32.
+    sampling_rate_hz
+        Frames per second; ``time`` defaults to ``arange(T) / sampling_rate_hz``.
+    time : array, shape (T,), optional
+        Frame times in seconds.
+    unit, region, label, x, y, z : array, shape (U,), optional
+        Per-unit ids (default ``0..U-1``), region and neuron label (default ``""``), positions (µm).
+    unit_coords, time_vars
+        Extra per-unit coordinates and per-frame variables (e.g. behaviour).
+    path
+        The file this came from, for error messages.
+
+    Returns
+    -------
+    xarray.Dataset
+        A dataset that passes :func:`validate`.
+    """
+    where = path if path is not None else (source or None)
+    a = np.asarray(activity)
+    if a.ndim != 2:
+        raise RecordingError(f"must be 2-D (time, unit), got shape {a.shape}", path=where, field="activity")
+    if a.dtype.kind not in "fiu":
+        raise RecordingError(f"must be numeric, got dtype {a.dtype}", path=where, field="activity")
+    a = a.astype(np.float32, copy=False)
+    n_time, n_unit = a.shape
+    try:
+        rate = float(sampling_rate_hz)
+    except (TypeError, ValueError):
+        raise RecordingError(f"must be a number, got {sampling_rate_hz!r}", path=where, field="sampling_rate_hz") from None
+    if time is None:
+        if not (np.isfinite(rate) and rate > 0):
+            raise RecordingError(f"must be positive, got {sampling_rate_hz!r}", path=where, field="sampling_rate_hz")
+        time = np.arange(n_time, dtype=np.float64) / rate
+    time = np.asarray(time, dtype=np.float64)
+
+    def per_unit(name: str, values: Any, default: Any) -> np.ndarray:
+        if values is None:
+            return np.full(n_unit, default) if not callable(default) else default()
+        arr = np.asarray(values)
+        if arr.shape != (n_unit,):
+            raise RecordingError(f"must have one value per unit ({n_unit}), got shape {arr.shape}", path=where, field=name)
+        return arr
+
+    def as_str(name: str, values: Any) -> np.ndarray:
+        # dtype=object keeps a NaN in a list of strings a float (np.asarray would make it 'nan')
+        arr = per_unit(name, None if values is None else np.asarray(values, dtype=object), "")
+        return np.array(
+            [
+                "" if v is None or (isinstance(v, float) and np.isnan(v))
+                else (v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v))
+                for v in arr
+            ],
+            dtype=object,
+        )
+
+    if time.shape != (n_time,):
+        raise RecordingError(f"must have one value per frame ({n_time}), got shape {time.shape}", path=where, field="time")
+    coords: dict[str, Any] = {
+        "time": ("time", time, {"units": "s"}),
+        "unit": ("unit", per_unit("unit", unit, lambda: np.arange(n_unit)).astype(np.int64)),
+        "region": ("unit", as_str("region", region).astype(str)),
+        "label": ("unit", as_str("label", label).astype(str)),
+    }
+    for name, vals in (("x", x), ("y", y), ("z", z)):
+        if vals is not None:
+            coords[name] = ("unit", per_unit(name, vals, np.nan).astype(np.float64), {"units": "um"})
+    for name, vals in (unit_coords or {}).items():
+        arr = np.asarray(vals)
+        if arr.shape[:1] != (n_unit,):
+            raise RecordingError(f"must have one value per unit ({n_unit}), got shape {arr.shape}", path=where, field=name)
+        coords[name] = (("unit",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim)), arr)
+    data_vars: dict[str, Any] = {"activity": (("time", "unit"), a, {"units": units})}
+    for name, vals in (time_vars or {}).items():
+        arr = np.asarray(vals)
+        if arr.shape[:1] != (n_time,):
+            raise RecordingError(f"must have one value per frame ({n_time}), got shape {arr.shape}", path=where, field=name)
+        dims = ("time",) + tuple(f"{name}_dim{i}" for i in range(1, arr.ndim))
+        data_vars[name] = (dims, arr)
+    all_attrs = {
+        "species": str(species),
+        "session": str(session),
+        "sampling_rate_hz": rate,
+        "source": str(source),
+        "citation": str(citation),
+    }
+    all_attrs.update(attrs or {})
+    ds = xr.Dataset(data_vars, coords=coords, attrs=all_attrs)
+    return validate(ds, path=where)
+
+
+def as_recording(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dataset:
+    """Normalise a dataset that is almost a recording (float64 activity, missing ``region``/``label``,
+    string-typed attrs) and validate it. Never changes the input object."""
+    ds = ds.copy()
+    if "activity" in ds.data_vars:
+        act = ds["activity"]
+        if act.dims == ("unit", "time"):
+            ds["activity"] = act.transpose("time", "unit")
+        if ds["activity"].dtype.kind in "fiu" and ds["activity"].dtype != np.float32:
+            attrs = dict(ds["activity"].attrs)
+            ds["activity"] = ds["activity"].astype(np.float32)
+            ds["activity"].attrs.update(attrs)
+        if "units" not in ds["activity"].attrs:
+            ds["activity"].attrs["units"] = "a.u."
+        if "unit" in ds.dims:
+            n_unit = ds.sizes["unit"]
+            if "unit" not in ds.coords:
+                ds = ds.assign_coords(unit=np.arange(n_unit))
+            for name in ("region", "label"):
+                if name not in ds.coords:
+                    ds = ds.assign_coords({name: ("unit", np.full(n_unit, "", dtype=object).astype(str))})
+                else:
+                    vals = np.asarray(ds[name].values)
+                    if vals.dtype.kind == "S":
+                        ds = ds.assign_coords({name: ("unit", np.char.decode(vals, "utf-8").astype(str))})
+    for name in ("source", "citation"):
+        ds.attrs.setdefault(name, str(path) if (name == "source" and path) else "")
+    return validate(ds, path=path)
+
+
+def summarize(ds: xr.Dataset) -> dict[str, Any]:
+    """A JSON-able summary of a recording (used by ``pocoviz info`` and the app)."""
+    regions, counts = np.unique(np.asarray(ds["region"].values).astype(str), return_counts=True)
+    labels = np.asarray(ds["label"].values).astype(str)
+    t = ds["time"].values
+    act = ds["activity"].values
+    out: dict[str, Any] = {
+        "species": ds.attrs.get("species"),
+        "session": ds.attrs.get("session"),
+        "n_time": int(ds.sizes["time"]),
+        "n_unit": int(ds.sizes["unit"]),
+        "sampling_rate_hz": float(ds.attrs.get("sampling_rate_hz")),
+        "duration_s": float(t[-1] - t[0]),
+        "activity_units": ds["activity"].attrs.get("units"),
+        "regions": {("(none)" if r == "" else str(r)): int(c) for r, c in zip(regions, counts)},
+        "n_labelled": int((labels != "").sum()),
+        "has_positions": [c for c in POSITION_COORDS if c in ds.coords],
+        "nan_fraction": float(np.isnan(act).mean()),
+        "source": ds.attrs.get("source"),
+        "citation": ds.attrs.get("citation"),
+    }
+    extra = {k: v for k, v in ds.attrs.items() if k not in REQUIRED_ATTRS and isinstance(v, (str, int, float))}
+    if extra:
+        out["attrs"] = {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in extra.items()}
+    return out
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """The path as users typed it (for messages)."""
+    return str(Path(path))

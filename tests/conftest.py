@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("POCOVIZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FLAVELL = SHARED_DATA / "celegans_flavell_dag2023"
+TRIPLETT = SHARED_DATA / "zebrafish_tectum_triplett2018"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real recordings in ../shared/data (present in CI); skipped with a reason when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real recordings not found at {SHARED_DATA} (set POCOVIZ_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def flavell_files(shared_data) -> list[Path]:
+    files = sorted(FLAVELL.glob("*-data.h5"))
+    assert len(files) == 2, files
+    return files
+
+
+@pytest.fixture(scope="session")
+def triplett_file(shared_data) -> Path:
+    f = TRIPLETT / "zf_20151104-f1.mat"
+    assert f.exists()
+    return f
