@@ -102,6 +102,14 @@ def test_worm_session_labels_some_neurons_like_neuropal():
     assert np.all(np.diff(ds["x"].values) >= 0)  # ordered anterior to posterior
 
 
+def test_worm_units_beyond_the_table_are_unidentified():
+    ds = make_session("worm", n_units=150, n_time=60, seed=0)
+    labels = ds["label"].values.astype(str)
+    assert ds.sizes["unit"] == 150
+    assert (labels != "").sum() <= len(SPECIES_PRESETS["worm"].neurons)
+    assert np.all(ds["region"].values.astype(str)[labels == ""] == "")
+
+
 def test_worm_forward_and_reversal_neurons_are_anticorrelated():
     """Reversal (AVA, AVD, AVE, AIB, RIM, AIZ) vs forward (AVB, RIB, RID, AIY) classes, as in Kato 2015."""
     ds = make_session("worm", n_units=128, n_time=600, seed=0)

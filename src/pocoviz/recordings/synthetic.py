@@ -672,7 +672,7 @@ def _make_worm_units(preset: SpeciesPreset, template: _Template, n_units: int | 
     n_unlab = int(round(n_units * rng.uniform(*preset.unlabelled_fraction)))
     hide = rng.choice(n_units, n_unlab, replace=False)
     labels_a[hide] = ""
-    region_a[hide] = ""
+    region_a[labels_a == ""] = ""  # no identity, no ganglion (extras included)
     pos_a = np.asarray(pos, float)
     order = np.argsort(pos_a[:, 0], kind="stable")  # anterior to posterior
     return _Units(
@@ -797,7 +797,9 @@ def make_session(
         A key of :data:`SPECIES_PRESETS`: ``"zebrafish"``, ``"mouse"`` or ``"worm"``.
     n_units
         Units (neurons/ROIs). Default: the preset's ``default_n_units`` varied by ±15 % per session;
-        for the worm, the tracked subset (85-95 %) of its named-neuron table.
+        for the worm, the tracked subset (85-95 %) of its named-neuron table. Worm units beyond
+        that table are unidentified neurons in random ganglia. In every worm session 25-40 % of
+        the units are left unidentified (``label`` and ``region`` ``""``), as in NeuroPAL data.
     n_time
         Frames; default the preset's ``default_n_time``.
     session_index
