@@ -570,8 +570,8 @@ def test_open_corpus_on_a_folder_of_recordings(tmp_path, flavell_files):
     (folder / "notes.txt").write_text("not a recording")
     tree = open_corpus(folder)
     paths = sorted(n.path for n in tree.subtree if "activity" in n.data_vars)
-    assert paths == ["/C._elegans/2022-07-26-31", "/C._elegans/2022-07-27-45", "/unknown/extra"]
-    assert (tree["/C._elegans/2022-07-27-45"].label.values != "").sum() == 109
+    assert paths == ["/C_elegans/2022-07-26-31", "/C_elegans/2022-07-27-45", "/unknown/extra"]
+    assert (tree["/C_elegans/2022-07-27-45"].label.values != "").sum() == 109
 
 
 # --- detection by content ---------------------------------------------------------------------------

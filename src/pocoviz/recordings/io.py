@@ -7,6 +7,7 @@ Public entry points: :func:`open_recording`, :func:`open_corpus`, :func:`detect_
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -298,7 +299,8 @@ def detect_format_or_none(path: Path) -> Format | None:
 
 
 def _safe_name(name: str) -> str:
-    s = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in str(name).strip())
+    """A DataTree node name: letters, digits, '-' and '_' ("C. elegans" -> "C_elegans")."""
+    s = re.sub(r"[^0-9A-Za-z_-]+", "_", str(name).strip()).strip("_")
     return s or "unnamed"
 
 
