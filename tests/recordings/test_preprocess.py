@@ -11,13 +11,12 @@ from torch.utils.data import DataLoader
 from pocoviz.recordings.preprocess import (
     CONTEXT_LENGTH,
     PREDICTION_LENGTH,
-    WindowDataset,
-    collate_padded,
     compute_dff,
     split_indices,
     split_recording,
     zscore,
 )
+from pocoviz.recordings.windows import WindowDataset, collate_padded
 from pocoviz.recordings.schema import RecordingError, make_recording, validate
 from pocoviz.recordings.synthetic import make_demo_corpus, make_session
 
@@ -303,3 +302,4 @@ def test_window_dataset_errors():
         WindowDataset(rec, stride=0)
     with pytest.raises(ValueError, match="no recordings"):
         WindowDataset([])
+

@@ -70,16 +70,16 @@ def test_worm_preset_names_real_head_neurons_with_ganglia():
         assert name in names
     ganglia = {n.ganglion for n in p.neurons}
     assert ganglia == {
-        "anterior pharyngeal bulb",
-        "anterior ganglion",
-        "dorsal ganglion",
-        "lateral ganglion",
-        "ventral ganglion",
-        "retrovesicular ganglion",
+        "Anterior Pharyngeal Bulb",
+        "Anterior Ganglion",
+        "Dorsal Ganglion",
+        "Lateral Ganglion",
+        "Ventral Ganglion",
+        "Retrovesicular Ganglion",
     }
     assert ganglia == set(p.region_names)
     by_name = {n.name: n for n in p.neurons}
-    assert by_name["AVAL"].ganglion == "lateral ganglion" and by_name["AIYL"].ganglion == "ventral ganglion"
+    assert by_name["AVAL"].ganglion == "Lateral Ganglion" and by_name["AIYL"].ganglion == "Ventral Ganglion"
     # left/right pairs mirror each other across the midline (z, left positive)
     assert by_name["AVAL"].position[2] > 0 > by_name["AVAR"].position[2]
     assert by_name["AVAL"].position[0] == by_name["AVAR"].position[0]

@@ -19,8 +19,6 @@ from .io import (
 from .preprocess import (
     CONTEXT_LENGTH,
     PREDICTION_LENGTH,
-    WindowDataset,
-    collate_padded,
     compute_dff,
     split_indices,
     split_recording,
@@ -29,6 +27,18 @@ from .preprocess import (
 from .raster import aggregate_raster, sort_units_by_region
 from .schema import RecordingError, as_recording, make_recording, summarize, validate
 from .synthetic import SPECIES_PRESETS, make_demo_corpus, make_session
+
+_LAZY = {"WindowDataset": "windows", "collate_padded": "windows"}
+
+
+def __getattr__(name: str):
+    """Torch-backed names load on first use, so importing the data layer does not import torch."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CONTEXT_LENGTH",

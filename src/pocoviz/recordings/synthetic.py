@@ -58,13 +58,15 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 import xarray as xr
 
 from .schema import make_recording
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that the app starts without it
+    import torch
 
 Species = Literal["zebrafish", "mouse", "worm"]
 CorpusSize = Literal["demo", "small", "tiny"]
@@ -245,12 +247,12 @@ _MOUSE_REGIONS = (
 
 # C. elegans head ganglia (adult): x from the nose tip backwards, y dorsal +, z left +, in µm.
 _WORM_REGIONS = (
-    RegionSpec("anterior pharyngeal bulb", (55, 0, 0), (15, 9, 9), 0.08, 24, bilateral=False),
-    RegionSpec("anterior ganglion", (82, 0, 0), (6, 13, 13), 0.13, 28, bilateral=False),
-    RegionSpec("dorsal ganglion", (100, 11, 0), (6, 4, 6), 0.05, 24, bilateral=False),
-    RegionSpec("lateral ganglion", (104, 0, 11), (12, 8, 5), 0.46, 40),
-    RegionSpec("ventral ganglion", (104, -12, 0), (8, 5, 8), 0.20, 32, bilateral=False),
-    RegionSpec("retrovesicular ganglion", (150, -12, 0), (10, 4, 4), 0.08, 24, bilateral=False),
+    RegionSpec("Anterior Pharyngeal Bulb", (55, 0, 0), (15, 9, 9), 0.08, 24, bilateral=False),
+    RegionSpec("Anterior Ganglion", (82, 0, 0), (6, 13, 13), 0.13, 28, bilateral=False),
+    RegionSpec("Dorsal Ganglion", (100, 11, 0), (6, 4, 6), 0.05, 24, bilateral=False),
+    RegionSpec("Lateral Ganglion", (104, 0, 11), (12, 8, 5), 0.46, 40),
+    RegionSpec("Ventral Ganglion", (104, -12, 0), (8, 5, 8), 0.20, 32, bilateral=False),
+    RegionSpec("Retrovesicular Ganglion", (150, -12, 0), (10, 4, 4), 0.08, 24, bilateral=False),
 )
 
 # Neuron classes recorded in NeuroPAL whole-brain imaging, by ganglion (White et al. 1986;
@@ -258,77 +260,77 @@ _WORM_REGIONS = (
 # quadruplet, "" = a single unpaired neuron, or an explicit tuple.
 _WORM_CLASSES: tuple[tuple[str, str, str | tuple[str, ...], int], ...] = (
     # anterior pharyngeal bulb
-    ("I1", "anterior pharyngeal bulb", "LR", 0),
-    ("I2", "anterior pharyngeal bulb", "LR", 0),
-    ("M3", "anterior pharyngeal bulb", "LR", 0),
-    ("MC", "anterior pharyngeal bulb", "LR", 0),
-    ("MI", "anterior pharyngeal bulb", "", 0),
-    ("NSM", "anterior pharyngeal bulb", "LR", 0),
+    ("I1", "Anterior Pharyngeal Bulb", "LR", 0),
+    ("I2", "Anterior Pharyngeal Bulb", "LR", 0),
+    ("M3", "Anterior Pharyngeal Bulb", "LR", 0),
+    ("MC", "Anterior Pharyngeal Bulb", "LR", 0),
+    ("MI", "Anterior Pharyngeal Bulb", "", 0),
+    ("NSM", "Anterior Pharyngeal Bulb", "LR", 0),
     # anterior ganglion
-    ("BAG", "anterior ganglion", "LR", 0),
-    ("OLQ", "anterior ganglion", "DV", 0),
-    ("RME", "anterior ganglion", ("RMEL", "RMER", "RMED", "RMEV"), 0),
-    ("URY", "anterior ganglion", "DV", 0),
-    ("IL2", "anterior ganglion", "LR", 0),
+    ("BAG", "Anterior Ganglion", "LR", 0),
+    ("OLQ", "Anterior Ganglion", "DV", 0),
+    ("RME", "Anterior Ganglion", ("RMEL", "RMER", "RMED", "RMEV"), 0),
+    ("URY", "Anterior Ganglion", "DV", 0),
+    ("IL2", "Anterior Ganglion", "LR", 0),
     # dorsal ganglion
-    ("ALA", "dorsal ganglion", "", 0),
-    ("CEPD", "dorsal ganglion", "LR", 0),
-    ("RID", "dorsal ganglion", "", -1),
-    ("URX", "dorsal ganglion", "LR", 0),
+    ("ALA", "Dorsal Ganglion", "", 0),
+    ("CEPD", "Dorsal Ganglion", "LR", 0),
+    ("RID", "Dorsal Ganglion", "", -1),
+    ("URX", "Dorsal Ganglion", "LR", 0),
     # lateral ganglion
-    ("ADA", "lateral ganglion", "LR", 0),
-    ("ADE", "lateral ganglion", "LR", 0),
-    ("ADF", "lateral ganglion", "LR", 0),
-    ("ADL", "lateral ganglion", "LR", 0),
-    ("AFD", "lateral ganglion", "LR", 0),
-    ("AIB", "lateral ganglion", "LR", 1),
-    ("AIZ", "lateral ganglion", "LR", 1),
-    ("AQR", "lateral ganglion", "", 0),
-    ("ASE", "lateral ganglion", "LR", 0),
-    ("ASG", "lateral ganglion", "LR", 0),
-    ("ASH", "lateral ganglion", "LR", 0),
-    ("ASI", "lateral ganglion", "LR", 0),
-    ("ASJ", "lateral ganglion", "LR", 0),
-    ("ASK", "lateral ganglion", "LR", 0),
-    ("AUA", "lateral ganglion", "LR", 0),
-    ("AVA", "lateral ganglion", "LR", 1),
-    ("AVB", "lateral ganglion", "LR", -1),
-    ("AVD", "lateral ganglion", "LR", 1),
-    ("AVE", "lateral ganglion", "LR", 1),
-    ("AWA", "lateral ganglion", "LR", 0),
-    ("AWB", "lateral ganglion", "LR", 0),
-    ("AWC", "lateral ganglion", "LR", 0),
-    ("FLP", "lateral ganglion", "LR", 0),
-    ("RIA", "lateral ganglion", "LR", 0),
-    ("RIB", "lateral ganglion", "LR", -1),
-    ("RIC", "lateral ganglion", "LR", 0),
-    ("RIM", "lateral ganglion", "LR", 1),
-    ("RIV", "lateral ganglion", "LR", 0),
-    ("RMD", "lateral ganglion", "LR", 0),
-    ("RMDV", "lateral ganglion", "LR", 0),
-    ("SAAV", "lateral ganglion", "LR", 0),
-    ("SMDV", "lateral ganglion", "LR", 0),
+    ("ADA", "Lateral Ganglion", "LR", 0),
+    ("ADE", "Lateral Ganglion", "LR", 0),
+    ("ADF", "Lateral Ganglion", "LR", 0),
+    ("ADL", "Lateral Ganglion", "LR", 0),
+    ("AFD", "Lateral Ganglion", "LR", 0),
+    ("AIB", "Lateral Ganglion", "LR", 1),
+    ("AIZ", "Lateral Ganglion", "LR", 1),
+    ("AQR", "Lateral Ganglion", "", 0),
+    ("ASE", "Lateral Ganglion", "LR", 0),
+    ("ASG", "Lateral Ganglion", "LR", 0),
+    ("ASH", "Lateral Ganglion", "LR", 0),
+    ("ASI", "Lateral Ganglion", "LR", 0),
+    ("ASJ", "Lateral Ganglion", "LR", 0),
+    ("ASK", "Lateral Ganglion", "LR", 0),
+    ("AUA", "Lateral Ganglion", "LR", 0),
+    ("AVA", "Lateral Ganglion", "LR", 1),
+    ("AVB", "Lateral Ganglion", "LR", -1),
+    ("AVD", "Lateral Ganglion", "LR", 1),
+    ("AVE", "Lateral Ganglion", "LR", 1),
+    ("AWA", "Lateral Ganglion", "LR", 0),
+    ("AWB", "Lateral Ganglion", "LR", 0),
+    ("AWC", "Lateral Ganglion", "LR", 0),
+    ("FLP", "Lateral Ganglion", "LR", 0),
+    ("RIA", "Lateral Ganglion", "LR", 0),
+    ("RIB", "Lateral Ganglion", "LR", -1),
+    ("RIC", "Lateral Ganglion", "LR", 0),
+    ("RIM", "Lateral Ganglion", "LR", 1),
+    ("RIV", "Lateral Ganglion", "LR", 0),
+    ("RMD", "Lateral Ganglion", "LR", 0),
+    ("RMDV", "Lateral Ganglion", "LR", 0),
+    ("SAAV", "Lateral Ganglion", "LR", 0),
+    ("SMDV", "Lateral Ganglion", "LR", 0),
     # ventral ganglion
-    ("AIA", "ventral ganglion", "LR", 0),
-    ("AIM", "ventral ganglion", "LR", 0),
-    ("AIY", "ventral ganglion", "LR", -1),
-    ("AVK", "ventral ganglion", "LR", 0),
-    ("AVL", "ventral ganglion", "", 0),
-    ("RIH", "ventral ganglion", "", 0),
-    ("RIR", "ventral ganglion", "", 0),
-    ("RIS", "ventral ganglion", "", 0),
-    ("RMDD", "ventral ganglion", "LR", 0),
-    ("SAAD", "ventral ganglion", "LR", 0),
-    ("SMBD", "ventral ganglion", "LR", 0),
-    ("SMBV", "ventral ganglion", "LR", 0),
-    ("SMDD", "ventral ganglion", "LR", 0),
+    ("AIA", "Ventral Ganglion", "LR", 0),
+    ("AIM", "Ventral Ganglion", "LR", 0),
+    ("AIY", "Ventral Ganglion", "LR", -1),
+    ("AVK", "Ventral Ganglion", "LR", 0),
+    ("AVL", "Ventral Ganglion", "", 0),
+    ("RIH", "Ventral Ganglion", "", 0),
+    ("RIR", "Ventral Ganglion", "", 0),
+    ("RIS", "Ventral Ganglion", "", 0),
+    ("RMDD", "Ventral Ganglion", "LR", 0),
+    ("SAAD", "Ventral Ganglion", "LR", 0),
+    ("SMBD", "Ventral Ganglion", "LR", 0),
+    ("SMBV", "Ventral Ganglion", "LR", 0),
+    ("SMDD", "Ventral Ganglion", "LR", 0),
     # retrovesicular ganglion
-    ("AVF", "retrovesicular ganglion", "LR", 0),
-    ("AVG", "retrovesicular ganglion", "", 0),
-    ("RIF", "retrovesicular ganglion", "LR", 0),
-    ("RIG", "retrovesicular ganglion", "LR", 0),
-    ("SABD", "retrovesicular ganglion", "", 0),
-    ("SABV", "retrovesicular ganglion", "LR", 0),
+    ("AVF", "Retrovesicular Ganglion", "LR", 0),
+    ("AVG", "Retrovesicular Ganglion", "", 0),
+    ("RIF", "Retrovesicular Ganglion", "LR", 0),
+    ("RIG", "Retrovesicular Ganglion", "LR", 0),
+    ("SABD", "Retrovesicular Ganglion", "", 0),
+    ("SABV", "Retrovesicular Ganglion", "LR", 0),
 )
 
 
@@ -694,6 +696,8 @@ class _Workspace:
     """Two reusable float32 buffers (fresh 100k-unit blocks cost more in page faults than in math)."""
 
     def __init__(self, numel: int):
+        import torch
+
         self.a = torch.empty(numel, dtype=torch.float32)
         self.b = torch.empty(numel, dtype=torch.float32)
 
@@ -720,6 +724,8 @@ def _observe_region(
     that ``Z @ Wd`` has zero mean and unit SD per unit; gain, threshold, amp, noise_frac: (U,).
     Returns a new (T, U) float32 tensor.
     """
+    import torch
+
     T, U = Z.shape[0], Wd.shape[1]
     zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
     w = torch.from_numpy(np.ascontiguousarray(Wd * gain[None, :], dtype=np.float32))
@@ -836,6 +842,8 @@ def make_session(
     >>> bool((ds["label"] == "AVAL").sum() <= 1)
     True
     """
+    import torch
+
     preset = _preset(str(species))
     if output not in ("z-score", "dF/F", "F"):
         raise ValueError(f"output must be 'z-score', 'dF/F' or 'F', got {output!r}")
