@@ -1,0 +1,104 @@
+"""The app shell: one offline Bootstrap template, one tab per view, each built on first open."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import panel as pn
+
+import pocoviz
+from pocoviz.backend import BackendError, get_device
+
+from .sources import data_dir_from_env
+from .theme import APP_CSS
+from .warmup import start_warmup, wait_warmup
+
+#: (tab title, factory(data_dir) -> viewable). Later views append here.
+TABS: list[tuple[str, Callable[[str | None], pn.viewable.Viewable]]] = []
+
+
+def _recordings(data_dir: str | None):
+    from .recordings import RecordingsView
+
+    return RecordingsView(data_dir=data_dir)
+
+
+TABS.append(("Recordings", _recordings))
+
+
+def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options given after ``panel serve app/app.py --args ...``."""
+    parser = argparse.ArgumentParser(prog="app.py", add_help=False)
+    parser.add_argument("--data-dir", default=None)
+    args, _ = parser.parse_known_args(list(argv or []))
+    return args
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    """The data directory: the argument, else ``POCOVIZ_DATA_DIR``; ``None`` when neither is set."""
+    chosen = Path(data_dir) if data_dir else data_dir_from_env()
+    return str(chosen.resolve()) if chosen else None
+
+
+def _sidebar(data_dir: str | None) -> pn.pane.Markdown:
+    try:
+        device = str(get_device())
+    except BackendError as exc:
+        device = f"unavailable ({exc})"
+    folder = html.escape(data_dir) if data_dir else "none (start with <code>--data-dir DIR</code>)"
+    return pn.pane.HTML(
+        f"<p><b>pocoviz</b> {pocoviz.__version__}</p>"
+        f"<p>compute device: <code>{html.escape(device)}</code></p>"
+        f"<p>data directory: {folder}</p>"
+        "<p style='font-size:0.85em;color:#555'>Recordings are opened read-only; only files under the data "
+        "directory are listed. The demo corpus is synthetic (see its metadata).</p>",
+        sizing_mode="stretch_width",
+        css_classes=["pocoviz-sidebar"],
+    )
+
+
+def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.BootstrapTemplate:
+    """Build the app. ``data_dir`` (or ``POCOVIZ_DATA_DIR``) is the only folder recordings come from."""
+    pn.extension(raw_css=[APP_CSS], notifications=False)
+    folder = resolve_data_dir(data_dir)
+    holders = [pn.Column(sizing_mode="stretch_width") for _ in TABS]
+    tabs = pn.Tabs(*[(title, holder) for (title, _), holder in zip(TABS, holders)], dynamic=True, sizing_mode="stretch_width")
+
+    def build(index: int) -> None:
+        holder = holders[index]
+        if len(holder) == 0:
+            holder.append(TABS[index][1](folder))
+
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        # served: send the page at once, build the first view once the browser is connected
+        start_warmup()
+        holders[0].append(
+            pn.Row(
+                pn.indicators.LoadingSpinner(value=True, size=28, name="", margin=(12, 10)),
+                pn.pane.Markdown("Loading the demo corpus …", margin=(10, 5)),
+                css_classes=["pocoviz-loading"],
+            )
+        )
+
+        def build_first() -> None:
+            wait_warmup()
+            view = TABS[0][1](folder)
+            holders[0][:] = [view]
+
+        pn.state.onload(build_first)
+    else:
+        build(0)
+    tabs.param.watch(lambda event: build(event.new), "active")
+    template = pn.template.BootstrapTemplate(
+        title="pocoviz",
+        sidebar=[_sidebar(folder)],
+        sidebar_width=250,
+        header_background="#1f3b57",
+        collapsed_sidebar=True,
+    )
+    template.main.append(tabs)
+    return template

@@ -1,0 +1,122 @@
+"""Where the app's recordings come from: the embedded demo corpus and files under the data directory.
+
+Nothing outside the data directory is listed or opened: every path goes through
+:func:`pocoviz.recordings.resolve_in_data_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import xarray as xr
+
+from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, open_corpus, resolve_in_data_dir
+from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
+
+DEMO_KEY = "Demo corpus (synthetic)"
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
+DEMO_FILE = "demo_corpus.nc"
+MAX_LISTED = 500
+MAX_DEPTH = 3
+
+
+def assets_dir() -> Path:
+    """The folder with the shipped assets (``POCOVIZ_ASSETS`` overrides)."""
+    return Path(os.environ.get("POCOVIZ_ASSETS", ASSETS))
+
+
+def data_dir_from_env() -> Path | None:
+    value = os.environ.get(ENV_DATA_DIR, "").strip()
+    return Path(value) if value else None
+
+
+def list_sources(data_dir: str | os.PathLike | None) -> dict[str, str]:
+    """``{display name: key}`` of the demo corpus and every recording under ``data_dir``.
+
+    Keys are paths relative to ``data_dir`` (or ``"demo"``). Hidden entries are skipped; folders are
+    searched ``MAX_DEPTH`` levels deep; Zarr stores and suite2p folders count as one recording.
+    """
+    out: dict[str, str] = {DEMO_KEY: "demo"}
+    if data_dir is None:
+        return out
+    root = Path(data_dir).resolve()
+    if not root.is_dir():
+        return out
+    found: list[str] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= MAX_LISTED or entry.name.startswith("."):
+                continue
+            try:
+                resolve_in_data_dir(entry, root)  # symlinks that leave the folder are not listed
+            except RecordingError:
+                continue
+            if entry.is_dir():
+                if entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr"):
+                    found.append(str(entry.relative_to(root)))
+                elif depth < MAX_DEPTH:
+                    walk(entry, depth + 1)
+            elif entry.suffix.lower() in RECORDING_SUFFIXES:
+                found.append(str(entry.relative_to(root)))
+
+    walk(root, 1)
+    for rel in found:
+        out[rel] = rel
+    return out
+
+
+class SourceCache:
+    """Loaded corpora, shared by all sessions of the server process (LRU, thread-safe)."""
+
+    def __init__(self, max_items: int = 6):
+        self._items: OrderedDict[tuple, dict[str, xr.Dataset]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_items = max_items
+
+    def load(self, key: str, data_dir: str | os.PathLike | None) -> dict[str, xr.Dataset]:
+        """Sessions of a source as ``{"species/session": dataset}``; raises RecordingError."""
+        if key == "demo":
+            path = assets_dir() / DEMO_FILE
+            stamp: tuple = ("demo", str(path), path.stat().st_mtime if path.exists() else None)
+        else:
+            if data_dir is None:
+                raise RecordingError("no data directory is set (start the app with --data-dir)", path=key)
+            path = resolve_in_data_dir(key, data_dir)
+            stamp = (str(path), path.stat().st_mtime if path.exists() else None)
+        with self._lock:
+            if stamp in self._items:
+                self._items.move_to_end(stamp)
+                return self._items[stamp]
+        sessions = _load_uncached(key, path, data_dir)
+        with self._lock:
+            self._items[stamp] = sessions
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return sessions
+
+
+def _load_uncached(key: str, path: Path, data_dir) -> dict[str, xr.Dataset]:
+    if key == "demo":
+        if path.exists():
+            tree = open_corpus(path)
+        else:  # a checkout without assets: generate (deterministic, a few seconds)
+            from pocoviz.recordings import make_demo_corpus
+
+            tree = make_demo_corpus(seed=0)
+    else:
+        tree = open_corpus(path, data_dir=data_dir)
+    sessions = corpus_sessions(tree)
+    for ds in sessions.values():
+        ds.load()
+    return sessions
+
+
+SOURCES = SourceCache()

@@ -1,0 +1,126 @@
+"""Serve app/app.py with `panel serve` in a subprocess and drive it in headless Debian Chromium.
+
+One server and one browser per test session. Every page blocks and records non-loopback requests
+(`page.external_requests`), and records console errors (`page.console_errors`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "app" / "app.py"
+CHROMIUM = os.environ.get("POCOVIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = Path(os.environ.get("POCOVIZ_SCREENSHOT_DIR", ROOT / "tests" / "ui" / "screenshots"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ui_data_dir(tmp_path_factory) -> Path:
+    """A data directory with one good recording and one malformed file."""
+    import numpy as np
+
+    from pocoviz.recordings import make_recording, save_recording
+
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    act = rng.standard_normal((300, 40)).cumsum(axis=0) * 0.1
+    ds = make_recording(
+        act, sampling_rate_hz=2.0, species="testfish", session="good", units="dF/F",
+        region=["alpha"] * 20 + ["beta"] * 20, x=rng.uniform(0, 100, 40), y=rng.uniform(0, 100, 40),
+    )
+    save_recording(ds, folder / "good.nc")
+    (folder / "broken.nc").write_text("this is not a netCDF file\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, ui_data_dir):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "panel.log"
+    cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness",
+           "--args", "--data-dir", str(ui_data_dir)]
+    env = {**os.environ, "BOKEH_RESOURCES": "server"}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("panel serve failed:\n" + log.read_text()[-3000:])
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/app"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server_log = log.read_text(errors="replace")
+        if "Traceback" in server_log:
+            print("panel serve log (tracebacks found):\n" + server_log[-5000:])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with playwright_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    external: list[str] = []
+
+    def only_loopback(route):
+        url = route.request.url
+        host = url.split("/")[2].split(":")[0] if "://" in url else ""
+        if not url.startswith("http") or host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    ctx.route("**/*", only_loopback)
+    pg = ctx.new_page()
+    pg.external_requests = external
+    pg.console_errors = []
+    pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.console_errors.append(f"pageerror: {e}"))
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
