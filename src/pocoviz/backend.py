@@ -6,7 +6,7 @@ Every compute package asks this module for its device, so that one environment v
 Examples
 --------
 >>> from pocoviz.backend import get_device, seed_everything
->>> seed_everything(0)
+>>> gen = seed_everything(0)
 >>> get_device("cpu")
 device(type='cpu')
 """

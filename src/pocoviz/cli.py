@@ -49,6 +49,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         return _err(f"{dest}: the destination must end in .nc")
     if dest.exists() and not args.overwrite:
         return _err(f"{dest} exists; pass --overwrite to replace it")
+    if not dest.parent.is_dir():
+        return _err(f"{dest}: the folder {dest.parent} does not exist")
     if dest.resolve() == src.resolve():
         return _err("the destination is the source file")
     kwargs: dict[str, Any] = {}
@@ -110,8 +112,17 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import torch
+
     t0 = time.perf_counter()
-    tree = make_demo_corpus(seed=args.seed)
+    # one torch thread: with more than two, float reductions split differently and a few quantized
+    # values change, so the bytes would depend on the machine's core count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tree = make_demo_corpus(seed=args.seed)
+    finally:
+        torch.set_num_threads(threads)
     path = save_corpus(tree, out / "demo_corpus.nc", quantize=1e-3)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")

@@ -599,3 +599,12 @@ def test_open_recording_inside_data_dir(tmp_path):
     ds = open_recording("sub/rec.nc", data_dir=tmp_path)
     assert ds.sizes["unit"] == 5
     assert open_recording(tmp_path / "sub" / "rec.nc", data_dir=tmp_path).sizes["unit"] == 5
+
+
+def test_open_corpus_on_a_single_recording_file_names_the_session(tmp_path):
+    """A netCDF holding one recording at its root becomes /<species>/<session>, never an empty name."""
+    from pocoviz.recordings import corpus_sessions, make_recording, save_recording
+
+    ds = make_recording(np.zeros((10, 3)), sampling_rate_hz=2.0, species="test fish", session="s1")
+    save_recording(ds, tmp_path / "one.nc")
+    assert list(corpus_sessions(open_corpus(tmp_path / "one.nc"))) == ["test_fish/s1"]

@@ -282,10 +282,10 @@ def open_corpus(
     tree = open_tree(p, fmt)
     out: dict[str, xr.Dataset] = {}
     for node_path, node in _leaf_datasets(tree):
-        try:
-            out[node_path] = as_recording(node.to_dataset(), path=f"{p}:{node_path}")
-        except RecordingError:
-            raise
+        ds = as_recording(node.to_dataset(), path=f"{p}:{node_path}" if node_path != "/" else p)
+        if node_path == "/":  # a single recording file: place it under /<species>/<session> like the rest
+            node_path = f"/{_safe_name(ds.attrs['species'])}/{_safe_name(ds.attrs['session'])}"
+        out[node_path] = ds
     if not out:
         raise RecordingError("holds no sessions (no group with an 'activity' variable)", path=p, field="activity")
     return xr.DataTree.from_dict(out)

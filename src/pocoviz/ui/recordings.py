@@ -37,6 +37,7 @@ _NO_TRACE = [{"time": np.array([np.nan]), "offset": np.array([np.nan]), "unit": 
 class PreparedSession:
     """Everything the views need for one session, computed once."""
 
+    name: str  # "species/session"
     ds: xr.Dataset
     order: np.ndarray  # display row -> positional unit index
     rank: np.ndarray  # positional unit index -> display row
@@ -54,7 +55,7 @@ _PREPARED: OrderedDict[tuple, PreparedSession] = OrderedDict()
 _PREPARED_LOCK = threading.Lock()
 
 
-def prepare_session(key: tuple, ds: xr.Dataset) -> PreparedSession:
+def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSession:
     """Sort units and pick colours once per session (cached by ``key``)."""
     with _PREPARED_LOCK:
         if key in _PREPARED:
@@ -79,6 +80,7 @@ def prepare_session(key: tuple, ds: xr.Dataset) -> PreparedSession:
         clim, cmap = (lo, hi if hi > lo else lo + 1), "viridis"
     rate = float(ds.attrs["sampling_rate_hz"])
     prepared = PreparedSession(
+        name=name or f"{ds.attrs.get('species')}/{ds.attrs.get('session')}",
         ds=ds,
         order=order,
         rank=rank,
@@ -169,7 +171,7 @@ class RecordingsView(pn.viewable.Viewer):
         if self.session not in self._sessions:
             return
         ds = self._sessions[self.session]
-        self._prepared = prep = prepare_session((self.source, self.session, id(ds)), ds)
+        self._prepared = prep = prepare_session((self.source, self.session, id(ds)), ds, self.session)
         regions = [b.region for b in prep.bands]
         labelled = sorted({str(v) for v in ds["label"].values if str(v)})
         with param.parameterized.batch_call_watchers(self):
@@ -388,7 +390,7 @@ class RecordingsView(pn.viewable.Viewer):
         )
         with param.parameterized.batch_call_watchers(self):
             self._cmap, self._clim, self._time_label = prep.cmap, prep.clim, prep.time_label
-            self._raster_title = f"{self.session}: {n} units × {len(prep.time)} frames ({units})"
+            self._raster_title = f"{prep.name}: {n} units × {len(prep.time)} frames ({units})"
 
     def _send_selection(self, prep: PreparedSession, units: list[int]) -> None:
         act = prep.ds["activity"].values

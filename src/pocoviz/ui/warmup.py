@@ -42,7 +42,7 @@ def _warm() -> None:
         from .recordings import prepare_session
 
         name, ds = next(iter(sessions.items()))
-        prepare_session(("demo", name, id(ds)), ds)
+        prepare_session(("demo", name, id(ds)), ds, name)
     except Exception:  # the view reports loading errors itself
         pass
     enable_kernel_cache()

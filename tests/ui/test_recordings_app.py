@@ -1,0 +1,118 @@
+"""The served app in headless Chromium: offline page, Recordings view, session and source changes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.ui
+
+TITLES_JS = """() => { const out = [];
+  for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.constructor.__name__ === 'Title') out.push(m.text);
+  return out; }"""
+
+SOURCES_JS = """() => { const out = {};
+  for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.constructor.__name__ === 'ColumnDataSource') {
+      const keys = Object.keys(m.data).sort().join(',');
+      const first = m.data[Object.keys(m.data)[0]] || [];
+      out[keys] = first.length; }
+  return out; }"""
+
+TRACES_KEYS = "color,region,unit,xs,ys"
+MAP_KEYS = "color,pos_a,pos_b,region,unit"
+
+
+def open_app(page, url):
+    page.goto(url, wait_until="domcontentloaded")
+    expect(page.locator(".pocoviz-raster canvas").first).to_be_visible(timeout=90_000)
+    expect(page.locator(".pocoviz-traces canvas").first).to_be_visible(timeout=30_000)
+
+
+def titles(page) -> list[str]:
+    return page.evaluate(TITLES_JS)
+
+
+def wait_for_title(page, text: str, timeout: float = 30_000) -> None:
+    """Wait until some plot title contains ``text``."""
+    page.wait_for_function(
+        "(text) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+        " if (m.constructor.__name__ === 'Title' && m.text.includes(text)) return true; return false; }",
+        arg=text,
+        timeout=timeout,
+    )
+
+
+def test_page_loads_offline_with_raster_traces_and_map(app_url, page, screenshot_dir):
+    open_app(page, app_url)
+    wait_for_title(page, "zebrafish/fish0: 1500 units")
+    expect(page.locator(".bk-tab", has_text="Recordings")).to_be_visible()
+    # the raster, the traces (8 units of the first region) and the map of all 1500 units are drawn
+    sources = page.evaluate(SOURCES_JS)
+    assert sources[TRACES_KEYS] == 8, sources
+    assert sources[MAP_KEYS] in (1500, 8), sources  # the map's points and the highlighted units
+    assert any(k.startswith("dh,dw,image") for k in sources), sources
+    assert any("unit positions" in t for t in titles(page))
+    expect(page.locator(".pocoviz-meta")).to_contain_text("zebrafish")
+    expect(page.locator(".pocoviz-meta")).to_contain_text("telencephalon")
+    shot = screenshot_dir / "recordings.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+    assert page.external_requests == [], f"requests left loopback: {page.external_requests[:5]}"
+    assert not [e for e in page.console_errors if "pageerror" in e], page.console_errors
+
+
+def test_changing_session_updates_raster_traces_and_metadata(app_url, page, screenshot_dir):
+    open_app(page, app_url)
+    page.locator(".pocoviz-session select").select_option(label="worm/worm1")
+    wait_for_title(page, "worm/worm1: 120 units")
+    expect(page.locator(".pocoviz-meta")).to_contain_text("worm1")
+    expect(page.locator(".pocoviz-meta")).to_contain_text("Lateral Ganglion")
+    # the region list follows the session, and neuron labels are offered for the worm
+    page.locator(".pocoviz-region select").select_option(label="Lateral Ganglion")
+    expect(page.locator(".pocoviz-selection")).to_contain_text("8 unit(s) shown")
+    page.locator(".pocoviz-select_by button", has_text="label").click()
+    page.locator(".pocoviz-labels input").fill("AVAL")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => ({SOURCES_JS})()['{TRACES_KEYS}'] === 1", timeout=20_000)
+    page.screenshot(path=str(screenshot_dir / "recordings_worm.png"), full_page=True)
+    assert page.external_requests == []
+
+
+def test_clicking_the_raster_selects_that_unit(app_url, page):
+    open_app(page, app_url)
+    wait_for_title(page, "zebrafish/fish0")
+    box = page.locator(".pocoviz-raster canvas").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+    unit_input = page.locator(".pocoviz-unit_ids input")
+    expect(unit_input).to_have_value(re.compile(r"^\d+$"), timeout=20_000)
+    expect(page.locator(".pocoviz-selection")).to_contain_text("1 unit(s) shown")
+    page.wait_for_function(f"() => ({SOURCES_JS})()['{TRACES_KEYS}'] === 1", timeout=20_000)
+    # typing ids works too, and a bad id is reported without breaking the view
+    unit_input.fill("0-2, 7")
+    unit_input.press("Enter")
+    expect(page.locator(".pocoviz-selection")).to_contain_text("4 unit(s) shown", timeout=20_000)
+    unit_input.fill("999999")
+    unit_input.press("Enter")
+    expect(page.locator(".pocoviz-selection")).to_contain_text("no unit with id", timeout=20_000)
+
+
+def test_data_dir_file_errors_are_shown_and_the_app_recovers(app_url, page):
+    open_app(page, app_url)
+    source = page.locator(".pocoviz-source select")
+    options = source.locator("option").all_inner_texts()
+    assert options == ["Demo corpus (synthetic)", "broken.nc", "good.nc"], options
+    source.select_option(label="broken.nc")
+    alert = page.locator(".alert-danger")
+    expect(alert).to_be_visible(timeout=20_000)
+    expect(alert).to_contain_text("broken.nc")
+    expect(alert).to_contain_text("unknown format")
+    source.select_option(label="good.nc")
+    expect(alert).to_be_hidden(timeout=20_000)
+    wait_for_title(page, "testfish/good: 40 units × 300 frames")
+    expect(page.locator(".pocoviz-meta")).to_contain_text("testfish")
+    expect(page.locator(".pocoviz-session select")).to_have_value("testfish/good")
+    assert page.external_requests == []
