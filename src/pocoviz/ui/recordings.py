@@ -491,7 +491,6 @@ class RecordingsView(pn.viewable.Viewer):
             return kind.from_param(self.param[name], label=label, width=250, css_classes=[f"pocoviz-{name}"], **kw)
 
         controls = pn.Column(
-            pn.pane.Markdown("#### Recording", margin=(0, 10)),
             widget("source", pn.widgets.Select, "Corpus / file"),
             widget("session", pn.widgets.Select, "Session"),
             pn.pane.Markdown("**Traces by**", margin=(10, 10, 0, 10)),
