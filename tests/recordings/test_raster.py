@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import itertools
 import warnings
 
 import numpy as np
@@ -151,7 +152,7 @@ def _check_bands(order: np.ndarray, bands: list[RegionBand], regions: np.ndarray
     n = len(regions)
     assert sorted(order.tolist()) == list(range(n))  # a permutation
     assert bands[0].start == 0 and bands[-1].stop == n
-    for prev, nxt in zip(bands, bands[1:]):
+    for prev, nxt in itertools.pairwise(bands):
         assert prev.stop == nxt.start
     assert all(b.stop > b.start for b in bands)
     assert len({b.region for b in bands}) == len(bands)
@@ -244,7 +245,7 @@ def test_within_pc1_separates_anticorrelated_subpopulations(seed):
     ds = _rec(act, regions)
     order, bands = sort_units_by_region(ds, within="pc1")
     _check_bands(order, bands, regions)
-    mix = [b for b in bands if b.region == "mix"][0]
+    mix = next(b for b in bands if b.region == "mix")
     rows = order[mix.start : mix.stop]
     first, second = set(rows[:5].tolist()), set(rows[5:].tolist())
     assert {frozenset(first), frozenset(second)} == {frozenset(group_a.tolist()), frozenset(group_b.tolist())}
@@ -264,7 +265,7 @@ def test_within_pc1_orders_by_loading_on_a_rank_one_signal():
     gains = np.array([0.5, -2.0, 3.0, 1.0, -0.25, 2.0, 0.1])  # sum > 0
     act = s[:, None] * gains[None, :] + 5.0  # an offset per unit does not matter (PCA centres)
     ds = _rec(act, ["r"] * len(gains))
-    order, bands = sort_units_by_region(ds, within="pc1")
+    order, _ = sort_units_by_region(ds, within="pc1")
     assert order.tolist() == np.argsort(-gains).tolist()
     # the PC's sign is arbitrary; the sign rule makes the order the same for the negated data
     # (negated loadings sum below zero and are flipped back)
