@@ -155,16 +155,21 @@ def aggregate_raster(
     n_time, n_unit = a.shape
     t_edges = _bin_edges(n_time, width)
     u_edges = _bin_edges(n_unit, height)
+
+    def bin_sums(x: np.ndarray) -> np.ndarray:
+        # units first: rows of a C-ordered (T, U) array are contiguous, and that axis usually shrinks most
+        if len(u_edges) < n_unit:
+            x = np.add.reduceat(x, u_edges, axis=1)
+        if len(t_edges) < n_time:
+            x = np.add.reduceat(x, t_edges, axis=0)
+        return x
+
     nan = np.isnan(a)
     if nan.any():
-        vals = np.where(nan, 0, a)
-        sums = np.add.reduceat(np.add.reduceat(vals, t_edges, axis=0), u_edges, axis=1)
-        counts = np.add.reduceat(np.add.reduceat((~nan).astype(np.float32), t_edges, axis=0), u_edges, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = sums / counts
+            out = bin_sums(np.where(nan, 0, a)) / bin_sums((~nan).astype(np.float32))
     else:
-        sums = np.add.reduceat(np.add.reduceat(a, t_edges, axis=0), u_edges, axis=1)
         t_sizes = np.diff(np.append(t_edges, n_time)).astype(np.float32)
         u_sizes = np.diff(np.append(u_edges, n_unit)).astype(np.float32)
-        out = sums / t_sizes[:, None] / u_sizes[None, :]
+        out = bin_sums(a) / t_sizes[:, None] / u_sizes[None, :]
     return np.ascontiguousarray(out.T, dtype=np.float32)
