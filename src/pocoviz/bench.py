@@ -96,11 +96,6 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None) -> dic
     return report
 
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
 
 def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     """Launch ``pocoviz serve`` and time it to the first painted page and raster in headless Chromium.
@@ -112,10 +107,10 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     ``session_switch_s``: choosing another session until its metadata shows.
     """
     import os
-    import socket
     import subprocess
     import sys
-    import urllib.request
+
+    from pocoviz.serving import CHROMIUM_ARGS, free_port, stop, wait_until_live
 
     if not Path(chromium).exists():
         return {"skipped": f"{chromium} not found (apt-get install chromium)"}
@@ -123,9 +118,7 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return {"skipped": "playwright is not installed (pip install -e .[test])"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # the README's serve command (`make serve` runs exactly this)
     cmd = [sys.executable, "-m", "pocoviz.cli", "serve", "--address", "127.0.0.1", "--port", str(port)]
     out: dict[str, Any] = {}
@@ -135,14 +128,10 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "BOKEH_RESOURCES": "server"})
         try:
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
-                    break
-                except Exception:
-                    if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                        return {"error": "panel serve did not start"}
-                    time.sleep(0.05)
+            try:
+                wait_until_live(proc, port, timeout=120)
+            except RuntimeError:
+                return {"error": "pocoviz serve did not start"}
             out["ready_s"] = round(time.perf_counter() - t0, 2)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             t_nav = time.perf_counter()
@@ -166,10 +155,6 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
                 page.locator(".pocoviz-meta", has_text=options[-1].split("/")[-1]).wait_for(timeout=60_000)
                 out["session_switch_s"] = round(time.perf_counter() - t2, 2)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
             browser.close()
     return out

@@ -7,31 +7,20 @@ One server and one browser per test session. Every page blocks and records non-l
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from pocoviz.serving import CHROMIUM_ARGS, free_port, stop, wait_until_live
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app" / "app.py"
 CHROMIUM = os.environ.get("POCOVIZ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 SCREENSHOTS = Path(os.environ.get("POCOVIZ_SCREENSHOT_DIR", ROOT / "tests" / "ui" / "screenshots"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +46,7 @@ def ui_data_dir(tmp_path_factory) -> Path:
 def app_url(tmp_path_factory, ui_data_dir):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "panel.log"
     cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness",
@@ -66,23 +55,10 @@ def app_url(tmp_path_factory, ui_data_dir):
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("panel serve failed:\n" + log.read_text()[-3000:])
-                time.sleep(0.2)
+        wait_until_live(proc, port, timeout=90, on_fail=lambda: "panel serve failed:\n" + log.read_text()[-3000:])
         yield f"http://127.0.0.1:{port}/app"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         server_log = log.read_text(errors="replace")
         if "Traceback" in server_log:
             print("panel serve log (tracebacks found):\n" + server_log[-5000:])
