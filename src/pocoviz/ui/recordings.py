@@ -144,6 +144,7 @@ class RecordingsView(pn.viewable.Viewer):
         self._meta_pane = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["pocoviz-meta"])
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-selection"], margin=(0, 10))
         self._layout: pn.viewable.Viewable | None = None
+        self._hold_selection = False
         self._build_plots()
         self._load_source()
 
@@ -174,6 +175,8 @@ class RecordingsView(pn.viewable.Viewer):
         self._prepared = prep = prepare_session((self.source, self.session, id(ds)), ds, self.session)
         regions = [b.region for b in prep.bands]
         labelled = sorted({str(v) for v in ds["label"].values if str(v)})
+        # the selection widgets change below; draw the selection once, after the new session
+        self._hold_selection = True
         with param.parameterized.batch_call_watchers(self):
             self.param.region.objects = regions
             self.param.labels.objects = labelled
@@ -184,6 +187,7 @@ class RecordingsView(pn.viewable.Viewer):
             self.param.projection.objects = self._projections(ds)
             if self.projection not in self.param.projection.objects:
                 self.projection = self.param.projection.objects[0]
+        self._hold_selection = False
         self._send_session(prep)
         self._meta_pane.object = self._metadata_html(prep)
         self._update_selection()
@@ -229,7 +233,7 @@ class RecordingsView(pn.viewable.Viewer):
     @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", watch=True)
     def _update_selection(self) -> None:
         prep = self._prepared
-        if prep is None:
+        if prep is None or self._hold_selection:
             return
         try:
             units = self.selected_units()
