@@ -13,19 +13,13 @@ from pathlib import Path
 
 import xarray as xr
 
+from pocoviz.assets import ASSETS, DEMO_FILE, assets_dir  # noqa: F401  (re-exported)
 from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, open_corpus, resolve_in_data_dir
 from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
 
 DEMO_KEY = "Demo corpus (synthetic)"
-ASSETS = Path(__file__).resolve().parents[3] / "assets"
-DEMO_FILE = "demo_corpus.nc"
 MAX_LISTED = 500
 MAX_DEPTH = 3
-
-
-def assets_dir() -> Path:
-    """The folder with the shipped assets (``POCOVIZ_ASSETS`` overrides)."""
-    return Path(os.environ.get("POCOVIZ_ASSETS", ASSETS))
 
 
 def data_dir_from_env() -> Path | None:

@@ -1,0 +1,216 @@
+"""Forecasting corpora: sessions grouped into datasets, split into windows, batched per dataset.
+
+A :class:`ForecastCorpus` holds recordings keyed by session name (``"dataset/session"``), each
+belonging to a dataset (a species, or a lab's recordings of one preparation). Training draws one
+batch of windows per dataset per step (POCO spec §1.7, §2.4); evaluation walks every window of a
+split session by session.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..recordings import RecordingError, corpus_sessions
+from ..recordings.preprocess import CONTEXT_LENGTH, PREDICTION_LENGTH, Split
+from ..recordings.windows import WindowDataset
+from .base import SessionInfo
+
+#: unit-windows per evaluation batch (bounds the memory of per-unit hidden layers)
+MAX_UNIT_WINDOWS = 16384
+
+DataLike = xr.DataTree | xr.Dataset | Sequence[xr.Dataset] | Mapping[str, xr.Dataset]
+
+
+def _safe(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name).strip()).strip("_")
+    return s or "recording"
+
+
+def _session_items(data: DataLike) -> list[tuple[str, str, xr.Dataset]]:
+    """``(name, dataset, recording)`` per session, in a stable order."""
+    if isinstance(data, xr.DataTree):
+        items = corpus_sessions(data)
+        if not items:
+            raise RecordingError("the corpus holds no sessions (no node with an 'activity' variable)", field="activity")
+        return [(k, k.split("/")[0] if "/" in k else "recordings", ds) for k, ds in items.items()]
+    if isinstance(data, xr.Dataset):
+        data = [data]
+    if isinstance(data, Mapping):
+        return [(k, k.split("/")[0] if "/" in k else "recordings", ds) for k, ds in data.items()]
+    out = []
+    for i, ds in enumerate(data):
+        if isinstance(ds, xr.DataTree):
+            out.extend(_session_items(ds))
+            continue
+        if not isinstance(ds, xr.Dataset):
+            raise TypeError(f"recording {i} is a {type(ds).__name__}, not an xarray.Dataset")
+        dataset = _safe(ds.attrs.get("species") or "recordings")
+        session = _safe(ds.attrs.get("session") or f"session{i}")
+        out.append((f"{dataset}/{session}", dataset, ds))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two recordings share a session name: {sorted({n for n in names if names.count(n) > 1})}")
+    return out
+
+
+@dataclass
+class Batch:
+    """A padded batch: ``context`` (B, C, U), ``target`` (B, P, U), ``unit_mask`` (B, U),
+    ``session`` (B,) indices into the corpus sessions, ``unit_index`` (B, U) or None."""
+
+    context: torch.Tensor
+    target: torch.Tensor
+    unit_mask: torch.Tensor
+    session: torch.Tensor
+    unit_index: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.context.to(device, non_blocking=True),
+            self.target.to(device, non_blocking=True),
+            self.unit_mask.to(device, non_blocking=True),
+            self.session.to(device, non_blocking=True),
+            None if self.unit_index is None else self.unit_index.to(device, non_blocking=True),
+        )
+
+
+@dataclass
+class ForecastCorpus:
+    """Sessions, their datasets, and window datasets per split and dataset.
+
+    Parameters
+    ----------
+    data
+        A corpus (``DataTree`` /dataset/session, e.g. the demo corpus), one recording, a list of
+        recordings (dataset = the ``species`` attribute), or a mapping ``{"dataset/session": ds}``.
+    context, horizon
+        C and P.
+    strides
+        Window stride per split (training uses 1, spec §2.3; a larger validation stride makes
+        model selection cheaper).
+    """
+
+    data: DataLike
+    context: int = CONTEXT_LENGTH
+    horizon: int = PREDICTION_LENGTH
+    strides: dict[str, int] = field(default_factory=lambda: {"train": 1, "val": 1, "test": 1})
+
+    def __post_init__(self) -> None:
+        items = _session_items(self.data)
+        self.recordings: dict[str, xr.Dataset] = {n: ds for n, _, ds in items}
+        self.sessions: list[SessionInfo] = []
+        for n, d, ds in items:
+            if "activity" not in ds.data_vars:
+                raise RecordingError("missing", path=ds.attrs.get("source") or None, field="activity")
+            self.sessions.append(SessionInfo(n, int(ds.sizes["unit"]), d))
+        self.datasets: list[str] = list(dict.fromkeys(s.dataset for s in self.sessions))
+        self._windows: dict[tuple[str, str], WindowDataset] = {}
+        self._global: dict[str, np.ndarray] = {}
+
+    # -- structure -----------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sessions]
+
+    def dataset_sessions(self, dataset: str) -> list[int]:
+        return [i for i, s in enumerate(self.sessions) if s.dataset == dataset]
+
+    def windows(self, split: Split, dataset: str) -> WindowDataset:
+        """Windows of one split over the sessions of ``dataset`` (built once, cached)."""
+        key = (split, dataset)
+        if key not in self._windows:
+            idx = self.dataset_sessions(dataset)
+            if not idx:
+                raise KeyError(f"no dataset {dataset!r}; datasets: {self.datasets}")
+            self._windows[key] = WindowDataset(
+                [self.recordings[self.sessions[i].name] for i in idx], split=split, context=self.context, horizon=self.horizon, stride=self.strides.get(split, 1)
+            )
+            self._global[dataset] = np.asarray(idx, dtype=np.int64)
+        return self._windows[key]
+
+    def n_windows(self, split: Split) -> dict[str, int]:
+        return {d: len(self.windows(split, d)) for d in self.datasets}
+
+    def regions(self, session: str) -> np.ndarray | None:
+        ds = self.recordings[session]
+        if "region" not in ds.coords:
+            return None
+        r = np.asarray(ds["region"].values).astype(str)
+        return r if (r != "").any() else None
+
+    def subset(self, names: Sequence[str]) -> ForecastCorpus:
+        """A corpus of some of these sessions (same datasets, strides)."""
+        missing = [n for n in names if n not in self.recordings]
+        if missing:
+            raise KeyError(f"sessions not in the corpus: {missing}")
+        return ForecastCorpus({n: self.recordings[n] for n in names}, context=self.context, horizon=self.horizon, strides=dict(self.strides))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def sample(self, dataset: str, batch_size: int, generator: torch.Generator, *, max_units: int | None = None) -> Batch:
+        """Draw ``batch_size`` training windows uniformly from the sessions of ``dataset``.
+
+        With ``max_units``, a window of a larger session keeps a random subset of that many units
+        (sorted; ``unit_index`` names them), a unit-subsampling augmentation that bounds the cost
+        of a step on sessions with thousands of units.
+        """
+        wd = self.windows("train", dataset)
+        n = len(wd)
+        if n == 0:
+            raise ValueError(f"dataset {dataset!r} has no training windows (recordings too short for {self.context}+{self.horizon} frames)")
+        picks = torch.randint(n, (batch_size,), generator=generator).tolist()
+        samples = [wd[i] for i in picks]
+        glob = self._global[dataset]
+        if max_units is None:
+            u_max = max(s["context"].shape[1] for s in samples)
+        else:
+            u_max = min(max(s["context"].shape[1] for s in samples), int(max_units))
+        B, C, P = len(samples), self.context, self.horizon
+        context = torch.zeros((B, C, u_max))
+        target = torch.zeros((B, P, u_max))
+        mask = torch.zeros((B, u_max), dtype=torch.bool)
+        index = torch.zeros((B, u_max), dtype=torch.int64) if max_units is not None else None
+        for b, s in enumerate(samples):
+            u = s["context"].shape[1]
+            if max_units is not None and u > max_units:
+                sel = torch.randperm(u, generator=generator)[:max_units].sort().values
+                context[b] = s["context"][:, sel]
+                target[b] = s["target"][:, sel]
+                mask[b] = True
+                index[b] = sel
+            else:
+                context[b, :, :u] = s["context"]
+                target[b, :, :u] = s["target"]
+                mask[b, :u] = True
+                if index is not None:
+                    index[b, :u] = torch.arange(u)
+        session = torch.tensor([int(glob[s["session"]]) for s in samples], dtype=torch.int64)
+        return Batch(context, target, mask, session, index)
+
+    def session_windows(
+        self, split: Split, session: int, batch_size: int = 256, *, max_elements: int = MAX_UNIT_WINDOWS
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """All windows of one session in a split: ``(context (b, C, U), target (b, P, U), start (b,))``.
+
+        ``b`` is at most ``batch_size`` and at most ``max_elements // U`` (a batch of 256 windows
+        of 1500 units would make 1.5 GB hidden activations in POCO's MLP).
+        """
+        info = self.sessions[session]
+        batch_size = max(1, min(batch_size, max_elements // max(info.n_units, 1)))
+        wd = self.windows(split, info.dataset)
+        local = self.dataset_sessions(info.dataset).index(session)
+        rec = wd.recording_tensor(local)
+        starts = torch.as_tensor(wd._start[wd._session == local])
+        L = self.context + self.horizon
+        offsets = torch.arange(L)
+        for i in range(0, len(starts), batch_size):
+            st = starts[i : i + batch_size]
+            w = rec[st[:, None] + offsets]  # (b, L, U)
+            yield w[:, : self.context], w[:, self.context :], st

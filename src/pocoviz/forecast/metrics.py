@@ -1,0 +1,219 @@
+"""Prediction score and error breakdowns (POCO spec §3).
+
+``score_s = 1 - MSE_s / MSE_copy_s`` per session, where MSE runs over every window of the split,
+every horizon step and every unit, and the copy-last forecast repeats the last context frame;
+the reported score is the unweighted mean over sessions. 0 is as good as copying the last frame,
+1 is perfect. Per-step MSE, per-unit and per-region scores come from the same sums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backend import autocast_dtype
+from ..recordings.preprocess import Split
+from .base import Forecaster
+from .data import ForecastCorpus
+
+
+@dataclass
+class SessionScore:
+    """Error sums of one session over one split. Arrays are float64 sums over windows."""
+
+    name: str
+    dataset: str
+    n_windows: int
+    sse: np.ndarray  # (P, U) squared error summed over windows
+    copy_sse: np.ndarray  # (P, U) same for copy-last
+
+    @property
+    def mse(self) -> float:
+        return float(self.sse.sum() / max(self.sse.size * self.n_windows, 1))
+
+    @property
+    def copy_mse(self) -> float:
+        return float(self.copy_sse.sum() / max(self.copy_sse.size * self.n_windows, 1))
+
+    @property
+    def score(self) -> float:
+        """``1 - MSE / MSE_copy`` (NaN when the copy baseline has no error at all)."""
+        c = self.copy_sse.sum()
+        return float(1.0 - self.sse.sum() / c) if c > 0 else float("nan")
+
+    @property
+    def per_step_mse(self) -> np.ndarray:
+        return self.sse.sum(1) / max(self.sse.shape[1] * self.n_windows, 1)
+
+    @property
+    def per_step_copy_mse(self) -> np.ndarray:
+        return self.copy_sse.sum(1) / max(self.copy_sse.shape[1] * self.n_windows, 1)
+
+    @property
+    def per_unit_mse(self) -> np.ndarray:
+        return self.sse.sum(0) / max(self.sse.shape[0] * self.n_windows, 1)
+
+    @property
+    def per_unit_score(self) -> np.ndarray:
+        c = self.copy_sse.sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(c > 0, 1.0 - self.sse.sum(0) / c, np.nan)
+
+    def region_scores(self, regions: np.ndarray) -> dict[str, float]:
+        """Score per region over the units labelled with it (unlabelled '' units skipped)."""
+        out = {}
+        regions = np.asarray(regions).astype(str)
+        for r in sorted(set(regions) - {""}):
+            m = regions == r
+            c = self.copy_sse[:, m].sum()
+            out[r] = float(1.0 - self.sse[:, m].sum() / c) if c > 0 else float("nan")
+        return out
+
+
+@dataclass
+class EvalReport:
+    """Scores of one model on one split of a corpus."""
+
+    model: str
+    split: str
+    sessions: list[SessionScore]
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Unweighted mean of the per-session scores (spec §3)."""
+        return float(np.nanmean([s.score for s in self.sessions])) if self.sessions else float("nan")
+
+    @property
+    def mse(self) -> float:
+        """Element mean over all sessions (weighted by the number of predictions)."""
+        n = sum(s.sse.size * s.n_windows for s in self.sessions)
+        return float(sum(s.sse.sum() for s in self.sessions) / max(n, 1))
+
+    def dataset_scores(self) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for s in self.sessions:
+            out.setdefault(s.dataset, []).append(s.score)
+        return {d: float(np.nanmean(v)) for d, v in out.items()}
+
+    def dataset_mse(self) -> dict[str, float]:
+        out: dict[str, list[SessionScore]] = {}
+        for s in self.sessions:
+            out.setdefault(s.dataset, []).append(s)
+        return {d: float(sum(x.sse.sum() for x in v) / max(sum(x.sse.size * x.n_windows for x in v), 1)) for d, v in out.items()}
+
+    @property
+    def per_step_mse(self) -> np.ndarray:
+        """MSE per horizon step 1..P over all sessions (weighted by predictions)."""
+        num = sum(s.sse.sum(1) for s in self.sessions)
+        den = sum(s.sse.shape[1] * s.n_windows for s in self.sessions)
+        return np.asarray(num) / max(den, 1)
+
+    @property
+    def per_step_copy_mse(self) -> np.ndarray:
+        num = sum(s.copy_sse.sum(1) for s in self.sessions)
+        den = sum(s.copy_sse.shape[1] * s.n_windows for s in self.sessions)
+        return np.asarray(num) / max(den, 1)
+
+    def session(self, name: str) -> SessionScore:
+        for s in self.sessions:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def region_scores(self) -> dict[str, dict[str, float]]:
+        return {s.name: s.region_scores(self.regions[s.name]) for s in self.sessions if s.name in self.regions}
+
+    def to_json(self, *, per_unit: bool = False) -> dict[str, Any]:
+        """Plain JSON: mean score, per-dataset and per-session scores, per-step MSE."""
+        sessions = []
+        for s in self.sessions:
+            d: dict[str, Any] = {
+                "name": s.name, "dataset": s.dataset, "windows": s.n_windows, "units": int(s.sse.shape[1]),
+                "score": s.score, "mse": s.mse, "copy_mse": s.copy_mse, "per_step_mse": s.per_step_mse.tolist(),
+            }  # fmt: skip
+            if s.name in self.regions:
+                d["region_scores"] = s.region_scores(self.regions[s.name])
+            if per_unit:
+                d["per_unit_score"] = [None if np.isnan(v) else float(v) for v in s.per_unit_score]
+            sessions.append(d)
+        return {
+            "model": self.model,
+            "split": self.split,
+            "score": self.score,
+            "mse": self.mse,
+            "dataset_scores": self.dataset_scores(),
+            "per_step_mse": self.per_step_mse.tolist(),
+            "per_step_copy_mse": self.per_step_copy_mse.tolist(),
+            "sessions": sessions,
+        }
+
+
+def model_session_map(model: Forecaster, corpus: ForecastCorpus) -> list[int]:
+    """The model's session index for each corpus session (by name), checking unit counts."""
+    known = {s.name: i for i, s in enumerate(model.sessions)}
+    out = []
+    for s in corpus.sessions:
+        if s.name not in known:
+            raise KeyError(
+                f"session {s.name!r} is not known to this {model.kind} model; fine-tune it to the recording first "
+                f"(known: {', '.join(list(known)[:8])}{' ...' if len(known) > 8 else ''})"
+            )
+        i = known[s.name]
+        if model.sessions[i].n_units != s.n_units:
+            raise ValueError(f"session {s.name!r} has {s.n_units} units but the model was trained on {model.sessions[i].n_units}")
+        out.append(i)
+    return out
+
+
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Forecaster,
+    corpus: ForecastCorpus,
+    split: Split = "test",
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    sessions: list[str] | None = None,
+) -> EvalReport:
+    """Score ``model`` on every window of ``split`` (spec §3), session by session."""
+    device = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
+    mapping = model_session_map(model, corpus)
+    was_training = model.training
+    model.eval()
+    out = []
+    regions = {}
+    try:
+        for ci, info in enumerate(corpus.sessions):
+            if sessions is not None and info.name not in sessions:
+                continue
+            sse = np.zeros((corpus.horizon, info.n_units))
+            copy = np.zeros_like(sse)
+            n = 0
+            for ctx, tgt, _ in corpus.session_windows(split, ci, batch_size):
+                ctx, tgt = ctx.to(device), tgt.to(device)
+                sess = torch.full((ctx.shape[0],), mapping[ci], dtype=torch.int64, device=device)
+                with autocast_context(device):
+                    pred = model(ctx, sess)
+                pred = pred.float()
+                sse += ((pred - tgt) ** 2).sum(0).double().cpu().numpy()
+                copy += ((ctx[:, -1:, :] - tgt) ** 2).sum(0).double().cpu().numpy()
+                n += ctx.shape[0]
+            out.append(SessionScore(info.name, info.dataset, n, sse, copy))
+            r = corpus.regions(info.name)
+            if r is not None:
+                regions[info.name] = r
+    finally:
+        model.train(was_training)
+    return EvalReport(model.kind, split, out, regions)

@@ -1,0 +1,340 @@
+"""Multi-session, multi-dataset training and fine-tuning (POCO spec §1.7, §5).
+
+Each step draws one batch of windows per dataset, sums the per-dataset losses, clips the gradient
+norm and takes an AdamW step; every ``eval_every`` steps the model is scored on the validation
+split and the state with the lowest validation MSE (averaged over datasets) is kept. Training can
+stop early after ``patience`` evaluations without improvement, resumes from a state file, runs on
+the backend device with bf16 autocast on CUDA, and is deterministic for a seed on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backend import get_device
+from .base import FINETUNE_MODES, Forecaster, build_model
+from .data import ForecastCorpus
+from .metrics import EvalReport, autocast_context, evaluate, model_session_map
+
+#: POCO's seed offsets (spec §1.7): numpy 233 + seed, torch 3407 + seed.
+DATA_SEED_OFFSET = 233
+TORCH_SEED_OFFSET = 3407
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are POCO's (spec §1.7)."""
+
+    steps: int = 10_000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    amsgrad: bool = True
+    clip: float = 5.0
+    eval_every: int = 100
+    #: stop after this many evaluations without a better validation MSE (None: never)
+    patience: int | None = None
+    seed: int = 0
+    #: unit subsampling per training window (None: all units; see ForecastCorpus.sample)
+    max_units: int | None = None
+    eval_batch_size: int = 256
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError(f"steps must be >= 0, batch_size and eval_every >= 1 (got {self.steps}, {self.batch_size}, {self.eval_every})")
+        if self.lr < 0 or self.weight_decay < 0 or self.clip <= 0:
+            raise ValueError("lr and weight_decay must be >= 0 and clip > 0")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.max_units is not None and self.max_units < 1:
+            raise ValueError(f"max_units must be >= 1 or None, got {self.max_units}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: the validation history, the selected step, timings."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_val_mse: float = math.inf
+    steps_done: int = 0
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    windows: int = 0
+    stopped_early: bool = False
+
+    @property
+    def windows_per_second(self) -> float:
+        return self.windows / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["windows_per_second"] = self.windows_per_second
+        return d
+
+
+def make_model(kind: str, corpus: ForecastCorpus, *, seed: int = 0, **config: Any) -> Forecaster:
+    """Build a model of ``kind`` for the sessions of ``corpus``, initialised from the seed."""
+    torch.manual_seed(TORCH_SEED_OFFSET + seed)
+    return build_model(kind, corpus.sessions, context=corpus.context, horizon=corpus.horizon, **config)
+
+
+def _validation(model: Forecaster, corpus: ForecastCorpus, cfg: TrainConfig, device: torch.device) -> EvalReport:
+    return evaluate(model, corpus, "val", batch_size=cfg.eval_batch_size, device=device)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: Forecaster,
+    corpus: ForecastCorpus,
+    config: TrainConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+    parameters: Sequence[nn.Parameter] | None = None,
+    frozen_rows: Sequence[tuple[nn.Parameter, slice]] = (),
+    state_path: str | os.PathLike | None = None,
+    callback: Callable[[dict[str, float]], bool | None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on the training split of ``corpus``; keep the best validation state.
+
+    Parameters
+    ----------
+    model
+        Any :class:`~pocoviz.forecast.base.Forecaster` that knows every session of ``corpus``.
+    config
+        :class:`TrainConfig` (POCO defaults).
+    device
+        Backend device (default: :func:`pocoviz.backend.get_device`); bf16 autocast on CUDA.
+    parameters
+        Train only these (default: every parameter); fine-tuning passes the embeddings.
+    frozen_rows
+        ``(parameter, rows)``: only ``rows`` of ``parameter`` may change; the other rows are
+        restored after each step (new sessions' rows in a shared embedding table).
+    state_path
+        Resumable state (model, optimiser, RNGs, history, best weights), written atomically at
+        every evaluation; an existing file with the same settings resumes the run.
+    callback
+        Called with each history entry (``step``, ``train_loss``, ``val_mse``, ``val_score``,
+        ``seconds``); returning False stops training.
+
+    Returns
+    -------
+    TrainResult
+        The model is left holding the best validation state, in eval mode.
+    """
+    cfg = config or TrainConfig()
+    device = get_device(device)
+    model.to(device)
+    mapping = torch.tensor(model_session_map(model, corpus), dtype=torch.int64)
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    result = TrainResult()
+    t0 = time.perf_counter()
+    if not model.trainable or not params or cfg.steps == 0:
+        rep = _validation(model, corpus, cfg, device)
+        entry = {"step": 0, "train_loss": math.nan, "val_mse": _mean_dataset_mse(rep), "val_score": rep.score, "seconds": time.perf_counter() - t0}
+        result.history.append(entry)
+        result.best_val_mse = entry["val_mse"]
+        if callback is not None:
+            callback(entry)
+        result.seconds = time.perf_counter() - t0
+        model.eval()
+        return result
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + cfg.seed)
+    torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)
+    fingerprint = json.dumps({"config": cfg.to_json(), "kind": model.kind, "sessions": [s.name for s in model.sessions]}, sort_keys=True)
+    best_state: dict[str, torch.Tensor] | None = None
+    bad = 0
+    start = 0
+    state_file = Path(state_path) if state_path is not None else None
+    if state_file is not None and state_file.exists():
+        st = torch.load(state_file, map_location="cpu", weights_only=True)
+        if st.get("fingerprint") != fingerprint:
+            raise ValueError(f"{state_file}: the saved training state belongs to different settings; delete it or choose another path")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        start, bad = int(st["step"]), int(st["bad"])
+        result.history = [dict(h) for h in st["history"]]
+        best_state = st["best_state"]
+        result.best_step, result.best_val_mse = int(st["best_step"]), float(st["best_val_mse"])
+        result.windows = int(st["windows"])
+    keep = [(p, sl, None) for p, sl in frozen_rows]
+
+    def record(step: int, loss: float) -> bool:
+        nonlocal best_state, bad
+        rep = _validation(model, corpus, cfg, device)
+        entry = {"step": step, "train_loss": loss, "val_mse": _mean_dataset_mse(rep), "val_score": rep.score, "seconds": time.perf_counter() - t0}
+        result.history.append(entry)
+        if entry["val_mse"] < result.best_val_mse:
+            result.best_val_mse, result.best_step, bad = entry["val_mse"], step, 0
+            best_state = _cpu_state(model)
+        else:
+            bad += 1
+        go_on = callback(entry) if callback is not None else None
+        return go_on is not False and not (cfg.patience is not None and bad >= cfg.patience)
+
+    if start == 0 and not result.history:
+        record(0, math.nan)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model.kind}", unit="step", leave=False)
+    running = 0.0
+    n_running = 0
+    step = start
+    try:
+        while step < cfg.steps:
+            model.train()
+            batches = [corpus.sample(d, cfg.batch_size, gen, max_units=cfg.max_units if model.supports_unit_subsets else None) for d in corpus.datasets]
+            ts = time.perf_counter()
+            saved = [(p, sl, p.detach()[_complement(p, sl)].clone()) for p, sl, _ in keep]
+            loss_total = torch.zeros((), device=device)
+            with autocast_context(device):
+                for b in batches:
+                    b.session = mapping[b.session]
+                    b = b.to(device)
+                    loss_total = loss_total + model.training_loss(b.context, b.target, b.session, b.unit_mask, b.unit_index).float()
+            opt.zero_grad(set_to_none=True)
+            loss_total.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+            with torch.no_grad():
+                for p, sl, old in saved:
+                    p[_complement(p, sl)] = old
+            lv = float(loss_total.detach())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            result.train_seconds += time.perf_counter() - ts
+            result.windows += sum(b.context.shape[0] for b in batches)
+            running += lv
+            n_running += 1
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{lv:.4f}", best=f"{result.best_val_mse:.4f}")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                go_on = record(step, running / max(n_running, 1))
+                running, n_running = 0.0, 0
+                if state_file is not None:
+                    _atomic_torch_save(
+                        {
+                            "fingerprint": fingerprint, "model": _cpu_state(model), "optimizer": opt.state_dict(),
+                            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step, "bad": bad,
+                            "history": result.history, "best_state": best_state, "best_step": result.best_step,
+                            "best_val_mse": result.best_val_mse, "windows": result.windows,
+                        },
+                        state_file,
+                    )  # fmt: skip
+                if not go_on:
+                    result.stopped_early = step < cfg.steps
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    result.steps_done = step
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _complement(p: torch.Tensor, rows: slice) -> torch.Tensor:
+    keep = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+    keep[rows] = False
+    return keep
+
+
+def _mean_dataset_mse(rep: EvalReport) -> float:
+    v = list(rep.dataset_mse().values())
+    return float(sum(v) / len(v)) if v else math.nan
+
+
+def finetune(
+    model: Forecaster,
+    corpus: ForecastCorpus,
+    mode: str = "embedding",
+    config: TrainConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+    callback: Callable[[dict[str, float]], bool | None] | None = None,
+    copy_model: bool = True,
+) -> tuple[Forecaster, TrainResult]:
+    """Adapt a trained model to new sessions (spec §5).
+
+    The sessions of ``corpus`` are added with freshly initialised per-session state (unit and
+    session embeddings, per-session layers) and trained alone:
+
+    - ``"embedding"``: only the new sessions' state (POCO: their unit + session embedding rows);
+    - ``"embedding+mlp"``: that plus the forecasting head (POCO: in_proj, FiLM α/β, out_proj);
+    - ``"full"``: every parameter.
+
+    The history's step-0 entry is the zero-shot score (fresh embeddings, no training). Defaults:
+    200 steps, validation every 20 (the spec's learning-curve resolution). Returns the adapted
+    model (a copy unless ``copy_model=False``) and the run.
+    """
+    if mode not in FINETUNE_MODES:
+        raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {mode!r}")
+    cfg = config or TrainConfig(steps=200, eval_every=20)
+    m = copy.deepcopy(model) if copy_model else model
+    n_old_datasets = len(m.datasets)
+    first = len(m.sessions)
+    m.add_sessions(corpus.sessions)
+    device = get_device(device)
+    m.to(device)
+    own = m.new_session_parameters(first, n_old_datasets)
+    if mode == "full":
+        params = list(m.parameters())
+        frozen: list[tuple[nn.Parameter, slice]] = []
+    else:
+        params = [p for p, _ in own]
+        frozen = [(p, sl) for p, sl in own if sl is not None]
+        if mode == "embedding+mlp":
+            named = dict(m.named_parameters())
+            params += [named[n] for n in m.head_parameter_names() if all(named[n] is not p for p in params)]
+    flags = {id(p): p.requires_grad for p in m.parameters()}
+    chosen = {id(p) for p in params}
+    for p in m.parameters():
+        p.requires_grad_(id(p) in chosen)
+    try:
+        result = train(m, corpus, cfg, device=device, parameters=params, frozen_rows=frozen, callback=callback)
+    finally:
+        for p in m.parameters():
+            p.requires_grad_(flags[id(p)])
+    return m, result
