@@ -70,7 +70,10 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-def run_bench(quick: bool = False, shared_data: str | Path | None = None) -> dict[str, Any]:
+SECTIONS = ("recordings", "forecast", "app")
+
+
+def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run every benchmark; returns the report (see module docstring)."""
     threads = configure_threads()
     report: dict[str, Any] = {
@@ -90,8 +93,18 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None) -> dic
     except ImportError:
         pass
     t0 = time.perf_counter()
-    report["recordings"] = bench_recordings(quick, Path(shared_data) if shared_data else None)
-    report["app"] = bench_app_cold_start()
+    only = tuple(only) if only else SECTIONS
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown bench sections {sorted(unknown)}; choose from {SECTIONS}")
+    if "recordings" in only:
+        report["recordings"] = bench_recordings(quick, Path(shared_data) if shared_data else None)
+    if "forecast" in only:
+        from pocoviz.forecast.bench import bench_forecast
+
+        report["forecast"] = bench_forecast(quick)
+    if "app" in only:
+        report["app"] = bench_app_cold_start()
     report["total_s"] = round(time.perf_counter() - t0, 2)
     return report
 

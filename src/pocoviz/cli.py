@@ -1,4 +1,4 @@
-"""The ``pocoviz`` command: serve, import, info, bench, make-assets."""
+"""The ``pocoviz`` command: serve, import, info, train, evaluate, finetune, bench, make-assets."""
 
 from __future__ import annotations
 
@@ -93,10 +93,149 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# forecasting: train / evaluate / finetune
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_data(args: argparse.Namespace, strides: dict[str, int] | None = None):
+    from pocoviz.forecast.recipes import load_corpus
+
+    return load_corpus(args.data, data_dir=getattr(args, "data_dir", None), strides=strides, dataset=getattr(args, "dataset", None))
+
+
+def _train_config(args: argparse.Namespace, recipe_name: str, **fixed: Any):
+    from pocoviz.forecast.recipes import recipe
+
+    over = {
+        "steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every, "patience": args.patience,
+        "max_units": args.max_units, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "progress": not args.quiet,
+    }  # fmt: skip
+    over.update(fixed)
+    return recipe(recipe_name, **over)
+
+
+def _print_report(rep, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        print(json.dumps({**rep.to_json(), **(extra or {})}, indent=1))
+        return
+    print(f"{rep.model}: {rep.split} score {rep.score:.4f} (mean over {len(rep.sessions)} sessions; 0 = copy last frame, 1 = perfect)")
+    for s in rep.sessions:
+        print(f"  {s.name:40s} score {s.score:7.4f}  mse {s.mse:.4f}  copy-last mse {s.copy_mse:.4f}  ({s.n_windows} windows, {s.sse.shape[1]} units)")
+    steps = " ".join(f"{v:.3f}" for v in rep.per_step_mse)
+    print(f"  per-step MSE (steps 1..{len(rep.per_step_mse)}): {steps}")
+
+
+def _forecast_errors():
+    from pocoviz.forecast import CheckpointError
+    from pocoviz.recordings import RecordingError
+
+    return (CheckpointError, RecordingError, KeyError, ValueError, FileNotFoundError)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a forecaster on recordings and save it as a checkpoint (safetensors + JSON card)."""
+    from pocoviz.backend import configure_threads, get_device
+    from pocoviz.forecast import evaluate, make_model, save_model, train
+    from pocoviz.forecast.recipes import model_overrides
+
+    configure_threads()
+    try:
+        device = get_device(args.device)
+        model_kw = {**model_overrides(args.recipe, args.kind), **(json.loads(args.config) if args.config else {})}
+        corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
+        cfg = _train_config(args, args.recipe)
+        model = make_model(args.kind, corpus, seed=cfg.seed, **model_kw)
+        res = train(model, corpus, cfg, device=device, state_path=args.state)
+        rep = evaluate(model, corpus, "test", device=device)
+        path = save_model(
+            model,
+            args.out,
+            training={"data": [str(d) for d in args.data], "sessions": corpus.names, "recipe": args.recipe, "config": cfg.to_json(),
+                      "best_step": res.best_step, "steps_done": res.steps_done, "seconds": res.seconds, "device": str(device),
+                      "history": res.history},
+            metrics={"test": rep.to_json(), "test_score": rep.score, "best_val_mse": res.best_val_mse},
+        )  # fmt: skip
+    except _forecast_errors() as exc:
+        return _err(str(exc))
+    _print_report(rep, args.json, {"checkpoint": str(path), "best_step": res.best_step})
+    if not args.json:
+        print(f"saved {path} (best validation step {res.best_step} of {res.steps_done}, {res.seconds:.0f} s on {device})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint on recordings it was trained on (or fine-tuned to)."""
+    from pocoviz.backend import configure_threads, get_device
+    from pocoviz.forecast import evaluate, load_model
+
+    configure_threads()
+    try:
+        device = get_device(args.device)
+        model = load_model(args.model, device=device)
+        corpus = _load_data(args, {"train": 1, "val": args.stride, "test": args.stride})
+        rep = evaluate(model, corpus, args.split, device=device)
+    except _forecast_errors() as exc:
+        return _err(str(exc).strip('"'))
+    _print_report(rep, args.json)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Adapt a checkpoint to new recordings (new unit/session embeddings, spec §5)."""
+    from pocoviz.backend import configure_threads, get_device
+    from pocoviz.forecast import evaluate, finetune, load_model, save_model
+
+    configure_threads()
+    try:
+        device = get_device(args.device)
+        model = load_model(args.model, device=device)
+        corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
+        cfg = _train_config(args, "default", steps=args.steps, eval_every=args.eval_every)
+        adapted, res = finetune(model, corpus, args.mode, cfg, device=device)
+        rep = evaluate(adapted, corpus, "test", device=device)
+        card = getattr(model, "card", {})
+        path = save_model(
+            adapted,
+            args.out,
+            training={**card.get("training", {}), "finetune": {"from": str(args.model), "data": [str(d) for d in args.data],
+                      "mode": args.mode, "config": cfg.to_json(), "learning_curve": res.history, "best_step": res.best_step}},
+            metrics={"finetune_test": rep.to_json(), "finetune_test_score": rep.score, "zero_shot_val_score": res.history[0]["val_score"]},
+        )  # fmt: skip
+    except _forecast_errors() as exc:
+        return _err(str(exc).strip('"'))
+    _print_report(rep, args.json, {"checkpoint": str(path), "learning_curve": res.history})
+    if not args.json:
+        curve = ", ".join(f"{h['step']}: {h['val_score']:.3f}" for h in res.history)
+        print(f"learning curve (step: validation score): {curve}")
+        print(f"saved {path}")
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser, *, steps_default: int | None = None, eval_default: int | None = None) -> None:
+    p.add_argument("--steps", type=int, default=steps_default)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per dataset per step (64)")
+    p.add_argument("--eval-every", type=int, default=eval_default)
+    p.add_argument("--patience", type=int, default=None, help="stop after this many evaluations without improvement")
+    p.add_argument("--max-units", type=int, default=None, help="random units kept per training window")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-stride", type=int, default=1, help="stride of validation windows (larger is cheaper)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
+    p.add_argument("--data-dir", default=None, help="refuse data paths outside this folder")
+    p.add_argument("--dataset", default=None, help="dataset name for the given recordings (default: their species)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pocoviz.bench import run_bench
 
-    report = run_bench(quick=args.quick, shared_data=args.shared_data)
+    try:
+        report = run_bench(quick=args.quick, shared_data=args.shared_data, only=tuple(args.only.split(",")) if args.only else None)
+    except ValueError as exc:
+        return _err(str(exc))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
@@ -105,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_make_assets(args: argparse.Namespace) -> int:
-    """Write the shipped assets (the demo corpus) deterministically."""
+    """Write the shipped assets deterministically: the demo corpus, then the demo models."""
     import time
 
     from pocoviz.recordings import make_demo_corpus, save_corpus
@@ -115,19 +254,63 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
     import torch
 
     t0 = time.perf_counter()
-    # one torch thread: with more than two, float reductions split differently and a few quantized
-    # values change, so the bytes would depend on the machine's core count
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        tree = make_demo_corpus(seed=args.seed)
-    finally:
-        torch.set_num_threads(threads)
-    path = save_corpus(tree, out / "demo_corpus.nc", quantize=1e-3)
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
-    if size > 20 * 2**20:
-        return _err(f"{path} is {size / 2**20:.1f} MiB, over the 20 MiB budget")
+    path = out / "demo_corpus.nc"
+    if not args.models_only:
+        # one torch thread: with more than two, float reductions split differently and a few quantized
+        # values change, so the bytes would depend on the machine's core count
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            tree = make_demo_corpus(seed=args.seed)
+        finally:
+            torch.set_num_threads(threads)
+        path = save_corpus(tree, path, quantize=1e-3)
+        size = path.stat().st_size
+        print(f"wrote {path} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+        if size > 20 * 2**20:
+            return _err(f"{path} is {size / 2**20:.1f} MiB, over the 20 MiB budget")
+    if args.corpus_only:
+        return 0
+    rc = _make_demo_models(path, out / "models", args.seed, args.models.split(",") if args.models else None, args.device)
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"assets: {total / 2**20:.1f} MiB in {out}")
+    if total > 50 * 2**20:
+        return _err(f"{out} holds {total / 2**20:.1f} MiB, over the 50 MB budget")
+    return rc
+
+
+def _make_demo_models(corpus_path: Path, models_dir: Path, seed: int, names: list[str] | None, device: str | None) -> int:
+    """Train the shipped demo models (recipes.DEMO_MODELS) on the corpus as saved (quantized)."""
+    from dataclasses import replace
+
+    from pocoviz.backend import configure_threads, get_device
+    from pocoviz.forecast import evaluate, make_model, save_model, train
+    from pocoviz.forecast.recipes import DEMO_MODELS, DEMO_RECIPE, DEMO_STRIDES, load_corpus
+
+    configure_threads()
+    dev = get_device(device)
+    unknown = set(names or []) - set(DEMO_MODELS)
+    if unknown:
+        return _err(f"unknown demo models {sorted(unknown)}; known: {sorted(DEMO_MODELS)}")
+    corpus = load_corpus([str(corpus_path)], strides=DEMO_STRIDES)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name, (kind, kw) in DEMO_MODELS.items():
+        if names and name not in names:
+            continue
+        cfg = replace(DEMO_RECIPE, seed=seed, progress=True)
+        model = make_model(kind, corpus, seed=seed, **kw)
+        res = train(model, corpus, cfg, device=dev)
+        test = evaluate(model, corpus, "test", device=dev)
+        p = save_model(
+            model,
+            models_dir / name,
+            training={"data": ["demo"], "corpus_file": corpus_path.name, "sessions": corpus.names, "recipe": "demo",
+                      "config": cfg.to_json(), "seed": seed, "best_step": res.best_step, "steps_done": res.steps_done,
+                      "seconds": res.seconds, "device": str(dev), "history": res.history},
+            metrics={"test_score": test.score, "test": test.to_json(), "best_val_mse": res.best_val_mse},
+            extra={"description": f"{kind} trained on the synthetic demo corpus by `pocoviz make-assets`"},
+        )  # fmt: skip
+        print(f"wrote {p}: {kind} test score {test.score:.4f} {test.dataset_scores()} (best step {res.best_step}, {res.seconds:.0f} s)", flush=True)
     return 0
 
 
@@ -157,15 +340,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("train", help="train a forecaster (POCO or a baseline) and save a checkpoint")
+    p.add_argument("kind", help="POCO, POYO, UICO, MLP, MLP_L, NLinear, DLinear, TSMixer, TexFilter, MultiAR_Transformer")
+    p.add_argument("data", nargs="+", help="recording files, folders, corpora, or 'demo'")
+    p.add_argument("--out", required=True, help="checkpoint path stem (writes STEM.safetensors and STEM.json)")
+    p.add_argument("--recipe", default="default", choices=["default", "demo", "short"], help="short: recordings of a few hundred frames")
+    p.add_argument("--config", default=None, help="model settings as JSON, e.g. '{\"unit_dropout\": 0.2}'")
+    p.add_argument("--state", default=None, help="resumable training state file")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint: per-session scores, mean score, per-step MSE")
+    p.add_argument("model", help="a shipped model name or a checkpoint path")
+    p.add_argument("data", nargs="+", help="recording files, folders, corpora, or 'demo'")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--stride", type=int, default=1, help="stride of evaluation windows")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("finetune", help="adapt a checkpoint to new recordings")
+    p.add_argument("model")
+    p.add_argument("data", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mode", default="embedding", choices=["embedding", "embedding+mlp", "full"])
+    _add_train_options(p, steps_default=200, eval_default=20)
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("bench", help="time the hot paths; prints a JSON report")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     p.add_argument("--shared-data", default=None, help="folder with the real recordings (default ../shared/data)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--only", default=None, help="comma-separated sections: recordings, forecast, app")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("make-assets", help="write the shipped demo assets")
+    p = sub.add_parser("make-assets", help="write the shipped demo assets (corpus, then pretrained models)")
     p.add_argument("--out", default="assets")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus-only", action="store_true", help="only the demo corpus (seconds)")
+    p.add_argument("--models-only", action="store_true", help="only retrain the models on the existing corpus")
+    p.add_argument("--models", default=None, help="comma-separated subset of poco_demo, mlp_demo, nlinear_demo")
+    p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_make_assets)
     return parser
 

@@ -91,6 +91,9 @@ class Forecaster(nn.Module):
     #: whether a sample may hold a subset of its session's units (``unit_index``); models with
     #: per-session layers over the whole unit vector (TSMixer, the AR Transformer) cannot
     supports_unit_subsets: ClassVar[bool] = True
+    #: no per-session state at all: the model forecasts any recording (unknown sessions are
+    #: registered on the fly by :func:`pocoviz.forecast.metrics.model_session_map`)
+    session_free: ClassVar[bool] = False
 
     def __init__(self, sessions: Sequence[SessionInfo | dict[str, Any]], *, context: int = CONTEXT_LENGTH, horizon: int = PREDICTION_LENGTH) -> None:
         super().__init__()

@@ -154,8 +154,17 @@ class EvalReport:
 
 
 def model_session_map(model: Forecaster, corpus: ForecastCorpus) -> list[int]:
-    """The model's session index for each corpus session (by name), checking unit counts."""
+    """The model's session index for each corpus session (by name), checking unit counts.
+
+    A session-free model (no per-session state: copy-last, NLinear, MLP, TexFilter) forecasts
+    any recording; sessions it does not know are registered with it on the way.
+    """
     known = {s.name: i for i, s in enumerate(model.sessions)}
+    if model.session_free:
+        new = [s for s in corpus.sessions if s.name not in known]
+        if new:
+            model.add_sessions(new)
+            known = {s.name: i for i, s in enumerate(model.sessions)}
     out = []
     for s in corpus.sessions:
         if s.name not in known:

@@ -220,6 +220,7 @@ class TexFilter(Forecaster):
     """
 
     kind: ClassVar[str] = "TexFilter"
+    session_free: ClassVar[bool] = True
     channel_mixing: ClassVar[bool] = True
     supports_unit_subsets: ClassVar[bool] = True
     eps: ClassVar[float] = 1e-5

@@ -21,6 +21,7 @@ class CopyLast(Forecaster):
     """Repeat the last context frame for every horizon step (the reference of the score, spec §3)."""
 
     kind = "copy-last"
+    session_free = True
     trainable = False
 
     def forward(self, context, session, unit_mask=None, unit_index=None):  # noqa: D102
@@ -34,6 +35,7 @@ class NLinear(Forecaster):
     """Subtract the last value, ``Linear(C, P)`` shared over units and sessions, add it back."""
 
     kind = "NLinear"
+    session_free = True
 
     def __init__(self, sessions: Sequence[SessionInfo | dict[str, Any]], **kw: Any) -> None:
         super().__init__(sessions, **kw)
@@ -104,6 +106,7 @@ class MLP(Forecaster):
     across all units and sessions (spec §1.8: MLP is M = 1024, one layer; MLP_L two of 2048)."""
 
     kind = "MLP"
+    session_free = True
 
     def __init__(self, sessions: Sequence[SessionInfo | dict[str, Any]], *, hidden: int = 1024, layers: int = 1, **kw: Any) -> None:
         super().__init__(sessions, **kw)

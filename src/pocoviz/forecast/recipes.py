@@ -1,0 +1,81 @@
+"""Named training recipes and data loading shared by the CLI, ``make-assets`` and the benchmarks.
+
+- :data:`DEMO_RECIPE`: the shipped demo models. POCO's settings (spec §1.7) except fewer steps
+  and at most 64 units per training window (unit subsampling), so that ``pocoviz make-assets``
+  trains POCO, MLP and NLinear on a 2-core CPU in about half an hour.
+- :data:`SHORT_RECORDING`: recordings of a few hundred training frames (e.g. 800-frame worms):
+  frequent validation with early stopping, and for POCO unit dropout on the encoder input and
+  dropout on the unit embeddings, which otherwise memorise the training windows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..assets import demo_corpus_path
+from .data import ForecastCorpus
+from .train import TrainConfig
+
+#: data argument naming the shipped demo corpus
+DEMO = "demo"
+
+DEMO_RECIPE = TrainConfig(steps=1000, batch_size=64, eval_every=100, max_units=64)
+DEMO_STRIDES = {"train": 1, "val": 4, "test": 1}
+#: models shipped in assets/models by make-assets: name -> (kind, constructor overrides)
+DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "poco_demo": ("POCO", {}),
+    "mlp_demo": ("MLP", {}),
+    "nlinear_demo": ("NLinear", {}),
+}
+
+SHORT_RECORDING = TrainConfig(steps=1500, batch_size=64, eval_every=20, patience=15)
+#: per-kind constructor overrides for short recordings
+SHORT_RECORDING_MODELS: dict[str, dict[str, Any]] = {
+    "POCO": {"unit_dropout": 0.3, "embedding_dropout": 0.2},
+    "POYO": {"unit_dropout": 0.3, "embedding_dropout": 0.2},
+    "UICO": {"embedding_dropout": 0.2},
+}
+RECIPES = {"default": TrainConfig(), "demo": DEMO_RECIPE, "short": SHORT_RECORDING}
+
+
+def recipe(name: str, **overrides: Any) -> TrainConfig:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def model_overrides(recipe_name: str, kind: str) -> dict[str, Any]:
+    return dict(SHORT_RECORDING_MODELS.get(kind, {})) if recipe_name == "short" else {}
+
+
+def load_corpus(
+    sources: Sequence[str | os.PathLike],
+    *,
+    data_dir: str | os.PathLike | None = None,
+    strides: dict[str, int] | None = None,
+    dataset: str | None = None,
+) -> ForecastCorpus:
+    """A corpus from ``"demo"`` and/or recording paths (files, folders of recordings, corpora).
+
+    ``dataset`` renames the dataset of every non-demo session (e.g. to keep a real zebrafish
+    recording apart from the synthetic zebrafish sessions).
+    """
+    from ..recordings import corpus_sessions, open_corpus
+
+    if not sources:
+        raise ValueError("no data given (a recording path, a folder, or 'demo')")
+    items: dict[str, Any] = {}
+    for src in sources:
+        is_demo = str(src) == DEMO
+        tree = open_corpus(demo_corpus_path() if is_demo else Path(src), data_dir=None if is_demo else data_dir)
+        for name, ds in corpus_sessions(tree).items():
+            if dataset and not is_demo:
+                name = f"{dataset}/{name.split('/', 1)[-1]}"
+            if name in items:
+                raise ValueError(f"session {name!r} appears twice in the data")
+            items[name] = ds
+    return ForecastCorpus(items, strides=dict(strides or {"train": 1, "val": 1, "test": 1}))
