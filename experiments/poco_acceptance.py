@@ -38,6 +38,42 @@ WORM_MODELS = ["POCO", "POYO", "UICO", "MLP", "MLP_L", "NLinear", "DLinear", "TS
 MAX_UNITS = {"MLP_L": 32}
 
 
+def _devdata() -> dict | None:
+    """On the GPU machine the recordings come packed in one .npz (see devdata.py)."""
+    import os
+
+    path = os.environ.get("POCOVIZ_DEVDATA")
+    if not path:
+        return None
+    sys.path.insert(0, str(Path(__file__).parent))
+    from devdata import unpack
+
+    return unpack(Path(path))
+
+
+def demo_corpus(strides=None) -> ForecastCorpus:
+    packed = _devdata()
+    if packed is None:
+        return load_corpus(["demo"], strides=strides)
+    return ForecastCorpus({k: v for k, v in packed.items() if k.split("/")[0] in ("zebrafish", "mouse", "worm")}, strides=dict(strides or {}))
+
+
+def worm_corpus(strides=None, names=None) -> ForecastCorpus:
+    packed = _devdata()
+    if packed is None:
+        c = load_corpus([str(p) for p in WORMS], strides=strides)
+    else:
+        c = ForecastCorpus({k: v for k, v in packed.items() if k.startswith("C_elegans/")}, strides=dict(strides or {}))
+    return c.subset(names) if names else c
+
+
+def tectum_corpus(strides=None) -> ForecastCorpus:
+    packed = _devdata()
+    if packed is None:
+        return load_corpus([str(TECTUM)], strides=strides, dataset="zebrafish_tectum")
+    return ForecastCorpus({k: v for k, v in packed.items() if k.startswith("zebrafish_tectum/")}, strides=dict(strides or {}))
+
+
 def emit(out: Path, record: dict) -> None:
     record["machine"] = {"device": describe().get("device"), "host": platform.node(), "torch": torch.__version__}
     with out.open("a") as f:
@@ -63,16 +99,12 @@ def record_of(experiment: str, kind: str, seed: int, variant: str, model_kw: dic
 
 
 def cmd_demo(a) -> None:
-    corpus = load_corpus(["demo"], strides=DEMO_STRIDES)
+    corpus = demo_corpus(DEMO_STRIDES)
     cfg = replace(DEMO_RECIPE, steps=a.steps or DEMO_RECIPE.steps)
     for seed in a.seeds:
         for kind in a.models:
             _, res, rep = run_one(kind, corpus, cfg, seed, {}, a.device)
             emit(a.out, record_of("demo", kind, seed, "demo-recipe", {}, cfg, res, rep))
-
-
-def worm_corpus() -> ForecastCorpus:
-    return load_corpus([str(p) for p in WORMS])
 
 
 def cmd_worms(a) -> None:
@@ -97,8 +129,9 @@ def cmd_finetune(a) -> None:
     ft_cfg = TrainConfig(steps=200, eval_every=20, batch_size=64)
     for seed in a.seeds:
         for pre in a.pretrain:
-            sources = [str(WORMS[0])] + (["demo"] if pre == "worm+demo" else [])
-            pre_corpus = load_corpus(sources, strides={"train": 1, "val": 4, "test": 1})
+            pre_corpus = worm_corpus(names=[a_name])
+            if pre == "worm+demo":
+                pre_corpus = ForecastCorpus({**pre_corpus.recordings, **demo_corpus().recordings}, strides={"train": 1, "val": 4, "test": 1})
             kw = dict(SHORT_RECORDING_MODELS["POCO"])
             cfg = replace(SHORT_RECORDING, steps=a.steps or SHORT_RECORDING.steps, max_units=64 if pre == "worm+demo" else None)
             model, res, _ = run_one("POCO", pre_corpus, cfg, seed, kw, a.device)
@@ -117,9 +150,7 @@ def cmd_finetune(a) -> None:
 
 def cmd_cross(a) -> None:
     """One POCO on demo + both worms + the tectum; single-dataset POCOs for comparison."""
-    demo = load_corpus(["demo"], strides=DEMO_STRIDES)
-    worms = load_corpus([str(p) for p in WORMS], strides=DEMO_STRIDES)
-    tectum = load_corpus([str(TECTUM)], strides=DEMO_STRIDES, dataset="zebrafish_tectum")
+    demo, worms, tectum = demo_corpus(DEMO_STRIDES), worm_corpus(DEMO_STRIDES), tectum_corpus(DEMO_STRIDES)
     items = {**demo.recordings, **worms.recordings, **tectum.recordings}
     everything = ForecastCorpus(items, strides=dict(DEMO_STRIDES))
     cfg = replace(DEMO_RECIPE, steps=a.steps or 2000, eval_every=50, patience=a.patience)

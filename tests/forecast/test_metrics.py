@@ -11,6 +11,7 @@ with a relative tolerance of 1e-12.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -277,9 +278,21 @@ def test_evaluate_only_named_sessions_and_restores_training_mode(corpus):
 
 
 def test_unknown_session_is_refused(corpus):
-    model = build_model("copy-last", [SessionInfo("d1/s0", 5, "d1")])
+    # DLinear has per-session layers: it cannot forecast a recording it was not fine-tuned to
+    model = build_model("DLinear", [SessionInfo("d1/s0", 5, "d1")])
     with pytest.raises(KeyError, match=r"d1/s1.*fine-tune"):
         evaluate(model, corpus, "test")
+    assert [s.name for s in model.sessions] == ["d1/s0"]
+
+
+def test_session_free_model_forecasts_unknown_sessions(corpus):
+    """Models without per-session state (copy-last, NLinear, MLP, TexFilter) register unknown
+    sessions on the fly; the scores are those of a model built for the whole corpus."""
+    model = build_model("copy-last", [SessionInfo("d2/s0", 4, "d2")])
+    rep = evaluate(model, corpus, "test")
+    assert [s.name for s in model.sessions] == ["d2/s0", "d1/s0", "d1/s1"]
+    assert [s.name for s in rep.sessions] == list(UNITS)
+    assert all(s.score == 0.0 and s.n_windows > 0 for s in rep.sessions)
 
 
 def test_unit_count_mismatch_is_refused(corpus):
@@ -288,3 +301,23 @@ def test_unit_count_mismatch_is_refused(corpus):
     model = build_model("copy-last", sessions)
     with pytest.raises(ValueError, match=r"d2/s0.*4 units.*trained on 6"):
         evaluate(model, corpus, "test")
+
+
+# -- sessions without windows ----------------------------------------------------------------------
+
+
+def test_session_without_windows_has_no_mse(corpus):
+    """A 300-frame session has no validation or test window (60 and 60 frames < 48 + 16): its
+    error is undefined. Reporting MSE 0.0 claims a perfect forecast (and makes training select
+    the untrained model, see test_train.py::test_training_without_validation_windows_...)."""
+    rng = np.random.default_rng(1)
+    short = make_recording(quantised_walk(rng, 300, 3), sampling_rate_hz=5.0, species="d3", session="short")
+    both = ForecastCorpus({"d1/s0": corpus.recordings["d1/s0"], "d3/short": short})
+    rep = evaluate(build_model("copy-last", both.sessions), both, "test")
+    long_, empty = rep.sessions
+    assert empty.n_windows == 0 and long_.n_windows == 197
+    assert math.isnan(empty.score)
+    assert rep.score == 0.0  # the mean over sessions skips the undefined score
+    assert rep.mse == pytest.approx(long_.mse, rel=1e-12)  # no predictions, no weight
+    assert math.isnan(empty.mse), f"a session without windows reports MSE {empty.mse} instead of NaN"
+    assert math.isnan(rep.dataset_mse()["d3"]), f"a dataset without windows reports MSE {rep.dataset_mse()['d3']} instead of NaN"

@@ -376,3 +376,27 @@ def test_train_config_json_round_trip():
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainConfig.from_json({**cfg.to_json(), "momentum": 0.9})
+
+
+# -- corpora without validation windows ----------------------------------------------------------
+
+
+def test_training_without_validation_windows_does_not_discard_the_training():
+    """300-frame recordings have 117 training windows but no validation window (60 frames <
+    48 + 16). Training must either refuse such a corpus or keep what it learned; it must not
+    return the untrained weights as "the best validation state"."""
+    corpus = ForecastCorpus([sine_recording("a", "s0", 4, 0, n_time=300)])
+    assert corpus.n_windows("train") == {"a": 117} and corpus.n_windows("val") == {"a": 0}
+    model = make_model("MLP", corpus, seed=0, hidden=16)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        result = train(model, corpus, TrainConfig(steps=30, eval_every=10, batch_size=8, lr=1e-2), device="cpu")
+    except ValueError as e:
+        assert "valid" in str(e)  # refused with a message about validation windows: fine
+        return
+    assert result.history[-1]["train_loss"] < result.history[1]["train_loss"]  # it did learn
+    unchanged = all(torch.equal(v, init[k]) for k, v in model.state_dict().items())
+    assert not unchanged, (
+        f"train() returned the untrained weights: every validation MSE was {[h['val_mse'] for h in result.history]} "
+        f"so the step-0 state stayed 'best' (best_step={result.best_step})"
+    )

@@ -105,9 +105,10 @@ def forecast_latency(kind: str, corpus: ForecastCorpus, device: torch.device, se
     return {"model": kind, "session": corpus.sessions[session].name, "units": corpus.sessions[session].n_units, "median_s": round(statistics.median(times), 5)}
 
 
-def bench_forecast(quick: bool = False, device: str | torch.device | None = None) -> dict[str, Any]:
+def bench_forecast(quick: bool = False, device: str | torch.device | None = None, corpus: ForecastCorpus | None = None) -> dict[str, Any]:
+    """The forecasting section of ``pocoviz bench`` on the demo corpus (or ``corpus``)."""
     dev = get_device(device)
-    corpus = load_corpus(["demo"], strides=DEMO_STRIDES)
+    corpus = corpus if corpus is not None else load_corpus(["demo"], strides=DEMO_STRIDES)
     steps = 2 if quick else 5
     out: dict[str, Any] = {"device": str(dev), "matmul": matmul_flops(dev, 2048 if quick else 4096)}
     # the spec's configuration: every unit of every window, batch 64 per dataset (3 datasets)

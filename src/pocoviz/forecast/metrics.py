@@ -31,13 +31,17 @@ class SessionScore:
     sse: np.ndarray  # (P, U) squared error summed over windows
     copy_sse: np.ndarray  # (P, U) same for copy-last
 
+    def _mean(self, total: np.ndarray | float, count: int) -> np.ndarray | float:
+        # no windows: no estimate (NaN), never a perfect 0
+        return total / count if self.n_windows > 0 and count > 0 else total * np.nan
+
     @property
     def mse(self) -> float:
-        return float(self.sse.sum() / max(self.sse.size * self.n_windows, 1))
+        return float(self._mean(self.sse.sum(), self.sse.size * self.n_windows))
 
     @property
     def copy_mse(self) -> float:
-        return float(self.copy_sse.sum() / max(self.copy_sse.size * self.n_windows, 1))
+        return float(self._mean(self.copy_sse.sum(), self.copy_sse.size * self.n_windows))
 
     @property
     def score(self) -> float:
@@ -47,15 +51,15 @@ class SessionScore:
 
     @property
     def per_step_mse(self) -> np.ndarray:
-        return self.sse.sum(1) / max(self.sse.shape[1] * self.n_windows, 1)
+        return self._mean(self.sse.sum(1), self.sse.shape[1] * self.n_windows)
 
     @property
     def per_step_copy_mse(self) -> np.ndarray:
-        return self.copy_sse.sum(1) / max(self.copy_sse.shape[1] * self.n_windows, 1)
+        return self._mean(self.copy_sse.sum(1), self.copy_sse.shape[1] * self.n_windows)
 
     @property
     def per_unit_mse(self) -> np.ndarray:
-        return self.sse.sum(0) / max(self.sse.shape[0] * self.n_windows, 1)
+        return self._mean(self.sse.sum(0), self.sse.shape[0] * self.n_windows)
 
     @property
     def per_unit_score(self) -> np.ndarray:
@@ -104,7 +108,11 @@ class EvalReport:
         out: dict[str, list[SessionScore]] = {}
         for s in self.sessions:
             out.setdefault(s.dataset, []).append(s)
-        return {d: float(sum(x.sse.sum() for x in v) / max(sum(x.sse.size * x.n_windows for x in v), 1)) for d, v in out.items()}
+        res = {}
+        for d, v in out.items():
+            n = sum(x.sse.size * x.n_windows for x in v)
+            res[d] = float(sum(x.sse.sum() for x in v) / n) if n > 0 else float("nan")  # no windows: undefined
+        return res
 
     @property
     def per_step_mse(self) -> np.ndarray:

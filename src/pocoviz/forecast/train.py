@@ -155,6 +155,12 @@ def train(
         The model is left holding the best validation state, in eval mode.
     """
     cfg = config or TrainConfig()
+    empty = [d for d, n in corpus.n_windows("val").items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"no validation windows in dataset(s) {empty}: each session needs at least {corpus.context + corpus.horizon} frames "
+            "in its validation split (20 % of every 1000-frame patch) to select the best model"
+        )
     device = get_device(device)
     model.to(device)
     mapping = torch.tensor(model_session_map(model, corpus), dtype=torch.int64)
@@ -175,7 +181,9 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
     gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + cfg.seed)
     torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)
-    fingerprint = json.dumps({"config": cfg.to_json(), "kind": model.kind, "sessions": [s.name for s in model.sessions]}, sort_keys=True)
+    # steps and the progress bar may change between a run and its resumption (extend a run)
+    settings = {k: v for k, v in cfg.to_json().items() if k not in ("steps", "progress")}
+    fingerprint = json.dumps({"config": settings, "kind": model.kind, "sessions": [s.name for s in model.sessions]}, sort_keys=True)
     best_state: dict[str, torch.Tensor] | None = None
     bad = 0
     start = 0

@@ -1,0 +1,55 @@
+"""One prepared run on a lent GPU machine: CUDA tests, the forecast benchmark in bf16, and the
+GPU share of issue 3's measurements. Writes everything under $OUT; each stage is timed and a
+failing stage does not stop the next.
+
+    POCOVIZ_DEVDATA=.devdata/corpus.npz PYTHONPATH=src python experiments/gpu_session.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(os.environ.get("OUT", "/tmp/gpu_out"))
+OUT.mkdir(parents=True, exist_ok=True)
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOG = OUT / "stages.json"
+stages: dict = {}
+
+
+def stage(name: str, cmd: list[str], timeout: float) -> None:
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        with open(OUT / f"{name}.log", "w") as log:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    stages[name] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1)}
+    LOG.write_text(json.dumps(stages, indent=1))
+    print(name, stages[name], flush=True)
+
+
+py = sys.executable
+only = sys.argv[1].split(",") if len(sys.argv) > 1 else ["tests", "bench", "demo", "cross"]
+if "tests" in only:
+    tests = [f"tests/forecast/{t}" for t in ("test_cuda.py", "test_models.py", "test_metrics.py", "test_train.py", "test_mixers.py", "test_checkpoint.py")]
+    stage("tests", [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *[t for t in tests if (ROOT / t).exists()]], 150)
+if "bench" in only:
+    code = (
+        "import json,sys; sys.path.insert(0,'experiments'); from poco_acceptance import demo_corpus;"
+        "from pocoviz.forecast.recipes import DEMO_STRIDES; from pocoviz.forecast.bench import bench_forecast;"
+        "from pocoviz.backend import describe; import torch;"
+        f"r={{'environment': describe(), 'gpu': torch.cuda.get_device_name(0), 'forecast': bench_forecast(False, 'cuda', demo_corpus(DEMO_STRIDES))}};"
+        f"open('{OUT}/bench_cuda.json','w').write(json.dumps(r, indent=1)); print(json.dumps(r))"
+    )
+    stage("bench", [py, "-c", code], 120)
+if "demo" in only:
+    stage("demo", [py, "experiments/poco_acceptance.py", "demo", "--seeds", "0,1,2", "--device", "cuda", "--out", str(OUT / "demo.jsonl")], 240)
+if "cross" in only:
+    stage("cross", [py, "experiments/poco_acceptance.py", "cross", "--seeds", "0", "--device", "cuda", "--robust", "--out", str(OUT / "cross.jsonl")], 200)
