@@ -154,11 +154,14 @@ def cmd_cross(a) -> None:
     items = {**demo.recordings, **worms.recordings, **tectum.recordings}
     everything = ForecastCorpus(items, strides=dict(DEMO_STRIDES))
     cfg = replace(DEMO_RECIPE, steps=a.steps or 2000, eval_every=50, patience=a.patience)
-    kw = dict(SHORT_RECORDING_MODELS["POCO"]) if a.robust else {}
+    kw = json.loads(a.kw) if a.kw else (dict(SHORT_RECORDING_MODELS["POCO"]) if a.robust else {})
     for seed in a.seeds:
-        _, res, rep = run_one("POCO", everything, cfg, seed, kw, a.device)
-        emit(a.out, record_of("cross", "POCO", seed, "all-datasets", kw, cfg, res, rep))
-        for name, c in (("demo", demo), ("worms", worms), ("tectum", tectum)):
+        if "all" in a.parts:
+            _, res, rep = run_one("POCO", everything, cfg, seed, kw, a.device)
+            emit(a.out, record_of("cross", "POCO", seed, "all-datasets", kw, cfg, res, rep))
+        for name, c in (("worms", worms), ("tectum", tectum), ("demo", demo)):
+            if name not in a.parts:
+                continue
             _, res, rep = run_one("POCO", c, cfg, seed, kw, a.device)
             emit(a.out, record_of("cross", "POCO", seed, f"single:{name}", kw, cfg, res, rep))
 
@@ -201,6 +204,8 @@ def main(argv=None) -> int:
         if name == "cross":
             q.add_argument("--patience", type=int, default=None)
             q.add_argument("--robust", action="store_true")
+            q.add_argument("--kw", default=None, help="POCO settings as JSON (overrides --robust)")
+            q.add_argument("--parts", type=lambda s: s.split(","), default=["all", "demo", "worms", "tectum"])
     q = sub.add_parser("summary")
     q.add_argument("files", nargs="+")
     q.set_defaults(func=cmd_summary)

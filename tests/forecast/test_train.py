@@ -400,3 +400,40 @@ def test_training_without_validation_windows_does_not_discard_the_training():
         f"train() returned the untrained weights: every validation MSE was {[h['val_mse'] for h in result.history]} "
         f"so the step-0 state stayed 'best' (best_step={result.best_step})"
     )
+
+
+# -- regularisers for short recordings ----------------------------------------------------------
+
+
+def test_frozen_unit_embeddings_stay_at_init_but_finetuning_trains_new_rows(sine_corpus, corpus_b):
+    model = make_model("POCO", sine_corpus, seed=0, unit_embedding_lr=0.0, **POCO_SMALL)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, sine_corpus, TrainConfig(steps=20, batch_size=16, eval_every=10, lr=3e-3), device="cpu")
+    after = model.state_dict()
+    assert torch.equal(after["unit_emb.weight"], init["unit_emb.weight"])  # lr multiplier 0
+    assert not torch.equal(after["session_emb.weight"], init["session_emb.weight"])
+    assert not torch.equal(after["enc_atn.to_q.weight"], init["enc_atn.to_q.weight"])
+    adapted, _ = finetune(model, corpus_b, "embedding", TrainConfig(steps=10, eval_every=5, batch_size=16, lr=3e-3), device="cpu")
+    n_old = model.n_units_total
+    fresh = adapted.unit_emb.weight[n_old:]
+    assert torch.equal(adapted.unit_emb.weight[:n_old], after["unit_emb.weight"])
+    assert fresh.abs().sum() > 0 and fresh.shape[0] == corpus_b.sessions[0].n_units
+    # the new rows moved away from their (random) initialisation: fine-tuning ignores the multiplier
+    adapted0, _ = finetune(model, corpus_b, "embedding", TrainConfig(steps=0, eval_every=5, batch_size=16), device="cpu")
+    assert not torch.equal(adapted0.unit_emb.weight[n_old:], fresh)
+
+
+def test_token_noise_acts_in_training_only(sine_corpus):
+    model = make_model("POCO", sine_corpus, seed=0, token_noise=0.5, **POCO_SMALL)
+    train(model, sine_corpus, TrainConfig(steps=5, batch_size=16, eval_every=5, lr=3e-3), device="cpu")
+    ctx, _, _ = next(sine_corpus.session_windows("test", 0, batch_size=4))
+    sess = torch.zeros(4, dtype=torch.int64)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ctx, sess), model(ctx, sess))
+        model.train()
+        model.hp["ffn_dropout"] = model.hp["latent_dropout"] = 0.0
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+        assert not torch.equal(model(ctx, sess), model(ctx, sess))  # noise on the encoder's tokens

@@ -162,6 +162,10 @@ class Forecaster(nn.Module):
         sessions to the new sessions' rows; None means the whole tensor. Default: none."""
         return []
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter name (default: none, every parameter at lr)."""
+        return {}
+
     def head_parameter_names(self) -> list[str]:
         """Names of the forecasting-head parameters (trained in ``embedding+mlp`` fine-tuning)."""
         return []

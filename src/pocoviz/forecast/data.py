@@ -165,33 +165,34 @@ class ForecastCorpus:
         n = len(wd)
         if n == 0:
             raise ValueError(f"dataset {dataset!r} has no training windows (recordings too short for {self.context}+{self.horizon} frames)")
-        picks = torch.randint(n, (batch_size,), generator=generator).tolist()
-        samples = [wd[i] for i in picks]
-        glob = self._global[dataset]
-        if max_units is None:
-            u_max = max(s["context"].shape[1] for s in samples)
-        else:
-            u_max = min(max(s["context"].shape[1] for s in samples), int(max_units))
-        B, C, P = len(samples), self.context, self.horizon
-        context = torch.zeros((B, C, u_max))
-        target = torch.zeros((B, P, u_max))
+        picks = torch.randint(n, (batch_size,), generator=generator)
+        local = torch.as_tensor(wd._session)[picks]
+        starts = torch.as_tensor(wd._start)[picks]
+        counts = torch.tensor(wd.n_units)[local]
+        widest = int(counts.max())
+        u_max = widest if max_units is None else min(widest, int(max_units))
+        B, C, P = batch_size, self.context, self.horizon
+        window = torch.zeros((B, C + P, u_max))
         mask = torch.zeros((B, u_max), dtype=torch.bool)
         index = torch.zeros((B, u_max), dtype=torch.int64) if max_units is not None else None
-        for b, s in enumerate(samples):
-            u = s["context"].shape[1]
+        offsets = torch.arange(C + P)
+        # one gather per session present in the batch (rows in batch order)
+        for s in torch.unique(local).tolist():
+            rows = (local == s).nonzero(as_tuple=True)[0]
+            w = wd.recording_tensor(s)[starts[rows, None] + offsets]  # (b, L, U_s)
+            u = w.shape[2]
             if max_units is not None and u > max_units:
-                sel = torch.randperm(u, generator=generator)[:max_units].sort().values
-                context[b] = s["context"][:, sel]
-                target[b] = s["target"][:, sel]
-                mask[b] = True
-                index[b] = sel
+                sel = torch.rand((len(rows), u), generator=generator).argsort(dim=1)[:, :max_units].sort(dim=1).values
+                window[rows] = torch.gather(w, 2, sel[:, None, :].expand(-1, C + P, -1))
+                mask[rows] = True
+                index[rows] = sel
             else:
-                context[b, :, :u] = s["context"]
-                target[b, :, :u] = s["target"]
-                mask[b, :u] = True
+                window[rows, :, :u] = w
+                mask[rows, :u] = True
                 if index is not None:
-                    index[b, :u] = torch.arange(u)
-        session = torch.tensor([int(glob[s["session"]]) for s in samples], dtype=torch.int64)
+                    index[rows, :u] = torch.arange(u)
+        context, target = window[:, :C], window[:, C:]
+        session = torch.as_tensor(self._global[dataset])[local]
         return Batch(context, target, mask, session, index)
 
     def session_windows(

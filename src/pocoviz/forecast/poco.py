@@ -161,6 +161,11 @@ class POCO(Forecaster):
         forecast is still made and scored); 0 in the spec, a regulariser for short recordings.
     embedding_dropout
         Training only: dropout on the unit embedding (the decoder query and the token offset).
+    token_noise
+        Training only: standard deviation of Gaussian noise added to the encoder's input values
+        (not to the MLP's own context), so the encoder cannot key on exact population states.
+    unit_embedding_lr
+        Learning-rate multiplier of the unit-embedding table (1: as the rest; 0: frozen at init).
     head
         ``"film"`` (POCO) or ``"linear"`` (POYO-only ablation: ``Linear(d, P)`` on ``e_i``).
     encoder
@@ -188,6 +193,8 @@ class POCO(Forecaster):
         t_max: float = 100.0,
         unit_dropout: float = 0.0,
         embedding_dropout: float = 0.0,
+        token_noise: float = 0.0,
+        unit_embedding_lr: float = 1.0,
         head: str = "film",
         encoder: bool = True,
         **kw: Any,
@@ -205,7 +212,8 @@ class POCO(Forecaster):
             token_length=int(token_length), dim=int(dim), n_latents=int(n_latents), depth=int(depth), self_heads=int(self_heads),
             cross_heads=int(cross_heads), dim_head=int(dim_head), hidden=int(hidden), head_layers=int(head_layers),
             ffn_dropout=float(ffn_dropout), latent_dropout=float(latent_dropout), attn_dropout=float(attn_dropout), t_max=float(t_max),
-            unit_dropout=float(unit_dropout), embedding_dropout=float(embedding_dropout), head=head, encoder=bool(encoder),
+            unit_dropout=float(unit_dropout), embedding_dropout=float(embedding_dropout), token_noise=float(token_noise),
+            unit_embedding_lr=float(unit_embedding_lr), head=head, encoder=bool(encoder),
         )  # fmt: skip
         d = self.hp["dim"]
         self.unit_emb = nn.Embedding(self.n_units_total, d)
@@ -272,6 +280,9 @@ class POCO(Forecaster):
             out.append((self.dataset_emb.weight, slice(n_old_datasets, None)))
         return out
 
+    def lr_scales(self) -> dict[str, float]:
+        return {"unit_emb.weight": self.hp["unit_embedding_lr"]} if self.hp["unit_embedding_lr"] != 1.0 else {}
+
     def head_parameter_names(self) -> list[str]:
         prefixes = ("in_proj.", "film_alpha.", "film_beta.", "out_proj.")
         return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
@@ -289,6 +300,8 @@ class POCO(Forecaster):
         B, C, U = context.shape
         K, T = self.hp["token_length"], self.tokens_per_unit
         tokens = context.transpose(1, 2).reshape(B, U, T, K)
+        if self.training and self.hp["token_noise"] > 0:
+            tokens = tokens + self.hp["token_noise"] * torch.randn_like(tokens)
         x = (self.input_proj(tokens) + u[:, :, None, :]).reshape(B, U * T, -1)
         keep = unit_mask
         if self.training and self.hp["unit_dropout"] > 0:

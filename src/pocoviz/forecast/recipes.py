@@ -23,7 +23,7 @@ from .train import TrainConfig
 #: data argument naming the shipped demo corpus
 DEMO = "demo"
 
-DEMO_RECIPE = TrainConfig(steps=1000, batch_size=64, eval_every=100, max_units=64)
+DEMO_RECIPE = TrainConfig(steps=1000, batch_size=64, eval_every=100, max_units=64, patience=4)
 DEMO_STRIDES = {"train": 1, "val": 4, "test": 1}
 #: models shipped in assets/models by make-assets: name -> (kind, constructor overrides)
 DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -126,6 +126,7 @@ def train(
     frozen_rows: Sequence[tuple[nn.Parameter, slice]] = (),
     state_path: str | os.PathLike | None = None,
     callback: Callable[[dict[str, float]], bool | None] | None = None,
+    lr_scales: bool = True,
 ) -> TrainResult:
     """Train ``model`` on the training split of ``corpus``; keep the best validation state.
 
@@ -148,6 +149,9 @@ def train(
     callback
         Called with each history entry (``step``, ``train_loss``, ``val_mse``, ``val_score``,
         ``seconds``); returning False stops training.
+    lr_scales
+        Apply the model's per-parameter learning-rate multipliers (:meth:`Forecaster.lr_scales`);
+        fine-tuning trains its chosen parameters at the plain rate.
 
     Returns
     -------
@@ -178,7 +182,8 @@ def train(
         model.eval()
         return result
 
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    groups = _param_groups(model, params, cfg.lr) if lr_scales else [{"params": params, "lr": cfg.lr}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
     gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + cfg.seed)
     torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)
     # steps and the progress bar may change between a run and its resumption (extend a run)
@@ -283,6 +288,16 @@ def train(
     return result
 
 
+def _param_groups(model: Forecaster, params: list[nn.Parameter], lr: float) -> list[dict[str, Any]]:
+    """One optimiser group per learning-rate multiplier of :meth:`Forecaster.lr_scales`."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    scales = model.lr_scales()
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault(float(scales.get(by_id.get(id(p), ""), 1.0)), []).append(p)
+    return [{"params": ps, "lr": lr * sc} for sc, ps in sorted(groups.items(), reverse=True)]
+
+
 def _complement(p: torch.Tensor, rows: slice) -> torch.Tensor:
     keep = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
     keep[rows] = False
@@ -341,7 +356,7 @@ def finetune(
     for p in m.parameters():
         p.requires_grad_(id(p) in chosen)
     try:
-        result = train(m, corpus, cfg, device=device, parameters=params, frozen_rows=frozen, callback=callback)
+        result = train(m, corpus, cfg, device=device, parameters=params, frozen_rows=frozen, callback=callback, lr_scales=False)
     finally:
         for p in m.parameters():
             p.requires_grad_(flags[id(p)])
