@@ -36,6 +36,8 @@ TECTUM = SHARED / "zebrafish_tectum_triplett2018" / "zf_20151104-f1.mat"
 WORM_MODELS = ["POCO", "POYO", "UICO", "MLP", "MLP_L", "NLinear", "DLinear", "TSMixer", "TexFilter", "MultiAR_Transformer", "copy-last"]
 #: channel-independent big models: fewer units per window keeps a CPU step affordable
 MAX_UNITS = {"MLP_L": 32}
+#: the AR Transformer takes ~3 s per step on a 2-core CPU: its worm runs stop at this many steps
+MAX_STEPS = {"MultiAR_Transformer": 200}
 
 
 def _devdata() -> dict | None:
@@ -114,7 +116,7 @@ def cmd_worms(a) -> None:
         for kind in a.models:
             for vname, vkw in variants.items():
                 model_kw = dict(SHORT_RECORDING_MODELS.get(kind, {})) if vkw is None else dict(vkw.get(kind, {}))
-                cfg = replace(SHORT_RECORDING, steps=a.steps or SHORT_RECORDING.steps, max_units=MAX_UNITS.get(kind))
+                cfg = replace(SHORT_RECORDING, steps=a.steps or MAX_STEPS.get(kind, SHORT_RECORDING.steps), max_units=MAX_UNITS.get(kind))
                 if vkw is not None and "train" in vkw:
                     cfg = replace(cfg, **vkw["train"])
                 _, res, rep = run_one(kind, corpus, cfg, seed, model_kw, a.device)

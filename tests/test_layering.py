@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+
+def _runs_ok(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (so sys.modules starts empty); it must print ok."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
 
 def test_data_layer_imports_without_torch_and_without_ui_packages():
     """`pocoviz.recordings` and `pocoviz.backend` never import panel/holoviews/bokeh; the data layer
     does not even import torch (the app starts faster); torch names load on first use."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, pocoviz.recordings as r;"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'panel', 'holoviews', 'bokeh', 'torch'});"
@@ -18,5 +24,16 @@ def test_data_layer_imports_without_torch_and_without_ui_packages():
         "assert not bad, bad;"
         "assert r.WindowDataset.__module__ == 'pocoviz.recordings.windows'; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    _runs_ok(code)
+
+
+def test_forecast_package_imports_no_ui_packages():
+    """`pocoviz.forecast` (every model, training, checkpoints, the bench helpers) never imports
+    panel/holoviews/bokeh/datashader."""
+    code = (
+        "import sys, pocoviz.forecast as f; from pocoviz.forecast import models, checkpoint, recipes, bench;"
+        "f.model_kinds();"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'panel', 'holoviews', 'bokeh', 'datashader'});"
+        "assert not bad, bad; print('ok')"
+    )
+    _runs_ok(code)
