@@ -137,21 +137,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a forecaster on recordings and save it as a checkpoint (safetensors + JSON card)."""
     from pocoviz.backend import configure_threads, get_device
     from pocoviz.forecast import evaluate, make_model, save_model, train
-    from pocoviz.forecast.recipes import model_overrides
+    from pocoviz.forecast.recipes import auto_recipe, model_overrides
 
     configure_threads()
     try:
         device = get_device(args.device)
-        model_kw = {**model_overrides(args.recipe, args.kind), **(json.loads(args.config) if args.config else {})}
         corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
-        cfg = _train_config(args, args.recipe)
+        recipe_name = auto_recipe(corpus) if args.recipe == "auto" else args.recipe
+        if not args.json:
+            print(f"recipe: {recipe_name}", flush=True)
+        model_kw = {**model_overrides(recipe_name, args.kind), **(json.loads(args.config) if args.config else {})}
+        cfg = _train_config(args, recipe_name)
         model = make_model(args.kind, corpus, seed=cfg.seed, **model_kw)
         res = train(model, corpus, cfg, device=device, state_path=args.state)
         rep = evaluate(model, corpus, "test", device=device)
         path = save_model(
             model,
             args.out,
-            training={"data": [str(d) for d in args.data], "sessions": corpus.names, "recipe": args.recipe, "config": cfg.to_json(),
+            training={"data": [str(d) for d in args.data], "sessions": corpus.names, "recipe": recipe_name, "model_overrides": model_kw,
+                      "config": cfg.to_json(),
                       "best_step": res.best_step, "steps_done": res.steps_done, "seconds": res.seconds, "device": str(device),
                       "history": res.history},
             metrics={"test": rep.to_json(), "test_score": rep.score, "best_val_mse": res.best_val_mse},
@@ -344,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="POCO, POYO, UICO, MLP, MLP_L, NLinear, DLinear, TSMixer, TexFilter, MultiAR_Transformer")
     p.add_argument("data", nargs="+", help="recording files, folders, corpora, or 'demo'")
     p.add_argument("--out", required=True, help="checkpoint path stem (writes STEM.safetensors and STEM.json)")
-    p.add_argument("--recipe", default="default", choices=["default", "demo", "short"], help="short: recordings of a few hundred frames")
+    p.add_argument(
+        "--recipe", default="auto", choices=["auto", "default", "demo", "short"],
+        help="default: POCO's settings; short: early stopping and frozen unit embeddings for recordings of a few hundred "
+        "frames; auto (the default): short when sessions average under 600 training windows",
+    )
     p.add_argument("--config", default=None, help="model settings as JSON, e.g. '{\"unit_dropout\": 0.2}'")
     p.add_argument("--state", default=None, help="resumable training state file")
     _add_train_options(p)

@@ -59,6 +59,10 @@ def test_finetune_adds_the_new_session(tmp_path, recordings, capsys):
     assert main(["train", "POCO", str(recordings[0]), "--out", str(base), "--steps", "10", "--eval-every", "10", "--batch-size", "8",
                  "--quiet", "--config", json.dumps({"dim": 16, "hidden": 32, "self_heads": 2, "dim_head": 8})]) == 0  # fmt: skip
     capsys.readouterr()
+    # 1000-frame recordings (537 training windows): the auto recipe is the short-recording one
+    card = read_card(base.with_suffix(".json"))
+    assert card["training"]["recipe"] == "short" and card["config"]["unit_embedding_lr"] == 0.0
+    assert card["training"]["config"]["patience"] is not None
     # POCO has unit embeddings per session: an unseen recording needs fine-tuning first
     assert main(["evaluate", str(base), str(recordings[2])]) == 2
     assert "fine-tune" in capsys.readouterr().err

@@ -44,6 +44,15 @@ SHORT_RECORDING_MODELS: dict[str, dict[str, Any]] = {
     "UICO": {"unit_embedding_lr": 0.0},
 }
 RECIPES = {"default": TrainConfig(), "demo": DEMO_RECIPE, "short": SHORT_RECORDING}
+#: ``auto`` picks ``short`` below this many training windows per session (an 800-frame recording
+#: has 417; the demo sessions have 840-1070)
+SHORT_BELOW_WINDOWS = 600
+
+
+def auto_recipe(corpus: ForecastCorpus) -> str:
+    """``"short"`` when sessions average fewer than :data:`SHORT_BELOW_WINDOWS` training windows."""
+    n = sum(corpus.n_windows("train").values()) / max(len(corpus.sessions), 1)
+    return "short" if n < SHORT_BELOW_WINDOWS else "default"
 
 
 def recipe(name: str, **overrides: Any) -> TrainConfig:
