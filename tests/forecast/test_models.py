@@ -11,7 +11,7 @@ import torch
 
 from pocoviz.forecast import build_model, model_kinds
 from pocoviz.forecast.base import SessionInfo
-from pocoviz.forecast.poco import EMBEDDING_STD, POCO, RotaryTime, rotate
+from pocoviz.forecast.poco import EMBEDDING_STD, RotaryTime, rotate
 from pocoviz.forecast.simple import DLinear, NLinear, moving_average
 
 torch.set_num_threads(1)

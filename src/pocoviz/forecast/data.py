@@ -129,9 +129,8 @@ class ForecastCorpus:
             idx = self.dataset_sessions(dataset)
             if not idx:
                 raise KeyError(f"no dataset {dataset!r}; datasets: {self.datasets}")
-            self._windows[key] = WindowDataset(
-                [self.recordings[self.sessions[i].name] for i in idx], split=split, context=self.context, horizon=self.horizon, stride=self.strides.get(split, 1)
-            )
+            recs = [self.recordings[self.sessions[i].name] for i in idx]
+            self._windows[key] = WindowDataset(recs, split=split, context=self.context, horizon=self.horizon, stride=self.strides.get(split, 1))
             self._global[dataset] = np.asarray(idx, dtype=np.int64)
         return self._windows[key]
 

@@ -75,7 +75,9 @@ class RotaryAttention(nn.Module):
     counter-rotated by the query time, so values carry relative time.
     """
 
-    def __init__(self, dim: int, *, context_dim: int | None = None, heads: int = 1, dim_head: int = 64, dropout: float = 0.0, rotate_value: bool = False) -> None:
+    def __init__(
+        self, dim: int, *, context_dim: int | None = None, heads: int = 1, dim_head: int = 64, dropout: float = 0.0, rotate_value: bool = False
+    ) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
@@ -231,7 +233,12 @@ class POCO(Forecaster):
             self.enc_atn = RotaryAttention(d, context_dim=d, heads=cross_heads, dim_head=dim_head, dropout=attn_dropout, rotate_value=True)
             self.enc_ffn = GEGLUFeedForward(d, dropout=ffn_dropout)
             self.process = nn.ModuleList(
-                nn.ModuleList([RotaryAttention(d, heads=self_heads, dim_head=dim_head, dropout=attn_dropout, rotate_value=True), GEGLUFeedForward(d, dropout=ffn_dropout)])
+                nn.ModuleList(
+                    [
+                        RotaryAttention(d, heads=self_heads, dim_head=dim_head, dropout=attn_dropout, rotate_value=True),
+                        GEGLUFeedForward(d, dropout=ffn_dropout),
+                    ]
+                )
                 for _ in range(depth)
             )
             self.latent_drop = nn.Dropout(latent_dropout)
