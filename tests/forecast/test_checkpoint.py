@@ -445,3 +445,18 @@ def test_datasets_must_follow_from_sessions(saved_mlp):
     with pytest.raises(CheckpointError, match="datasets") as e:
         load_model(card_path)
     assert e.value.field == "datasets"
+
+
+def test_weights_file_bytes_are_reproducible(tmp_path):
+    """Saving the same weights twice writes the same bytes (safetensors writes metadata maps in
+    arbitrary order, so the metadata holds one key), so make-assets reproduces the shipped files."""
+    from pocoviz.forecast.base import SessionInfo
+    from pocoviz.forecast.simple import NLinear
+
+    torch.manual_seed(0)
+    m = NLinear([SessionInfo("a/b", 3, "a")])
+    blobs = set()
+    for i in range(5):
+        ckpt.save_model(m, tmp_path / f"m{i}")
+        blobs.add((tmp_path / f"m{i}.safetensors").read_bytes())
+    assert len(blobs) == 1

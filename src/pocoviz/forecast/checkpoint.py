@@ -332,7 +332,8 @@ def save_model(
         if card[key] is not None and not isinstance(card[key], dict):
             raise TypeError(f"{key} must be a mapping, got {type(card[key]).__name__}")
 
-    weights = safetensors.torch.save(tensors, metadata={"format": FORMAT, "kind": model.kind})
+    # one metadata key: safetensors writes a map in arbitrary order, and the bytes must be reproducible
+    weights = safetensors.torch.save(tensors, metadata={"format": f"{FORMAT}:{model.kind}"})
     card["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     # top-level keys sorted; tensors stay in state_dict order, records as given
     text = json.dumps(dict(sorted(card.items())), indent=1) + "\n"
