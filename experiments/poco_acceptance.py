@@ -134,17 +134,20 @@ def cmd_finetune(a) -> None:
             pre_corpus = worm_corpus(names=[a_name])
             if pre == "worm+demo":
                 pre_corpus = ForecastCorpus({**pre_corpus.recordings, **demo_corpus().recordings}, strides={"train": 1, "val": 4, "test": 1})
-            kw = dict(SHORT_RECORDING_MODELS["POCO"])
+            kw = json.loads(a.pretrain_kw) if a.pretrain_kw else dict(SHORT_RECORDING_MODELS["POCO"])
             cfg = replace(SHORT_RECORDING, steps=a.steps or SHORT_RECORDING.steps, max_units=64 if pre == "worm+demo" else None)
             model, res, _ = run_one("POCO", pre_corpus, cfg, seed, kw, a.device)
             for mode in a.modes:
-                adapted, fres = finetune(model, target, mode, replace(ft_cfg, seed=seed), device=a.device)
-                rep = evaluate(adapted, target, "test", device=a.device)
-                r = record_of("finetune", "POCO", seed, f"pretrained[{pre}]:{mode}", kw, ft_cfg, fres, rep)
-                r["zero_shot_val_score"] = fres.history[0]["val_score"]
-                r["pretrain_best_step"] = res.best_step
-                emit(a.out, r)
-        for kind in ("POCO", "MLP"):
+                for lr in a.ft_lrs:
+                    fcfg = replace(ft_cfg, seed=seed, lr=lr)
+                    adapted, fres = finetune(model, target, mode, fcfg, device=a.device)
+                    rep = evaluate(adapted, target, "test", device=a.device)
+                    tag = f"pretrained[{pre}{'|' + a.pretrain_kw if a.pretrain_kw else ''}]:{mode}{'' if lr == ft_cfg.lr else f'|lr={lr:g}'}"
+                    r = record_of("finetune", "POCO", seed, tag, kw, fcfg, fres, rep)
+                    r["zero_shot_val_score"] = fres.history[0]["val_score"]
+                    r["pretrain_best_step"] = res.best_step
+                    emit(a.out, r)
+        for kind in ("POCO", "MLP") if not a.no_scratch else ():
             kw = dict(SHORT_RECORDING_MODELS.get(kind, {}))
             _, res, rep = run_one(kind, target, replace(ft_cfg, seed=seed), seed, kw, a.device)
             emit(a.out, record_of("finetune", kind, seed, "scratch-200", kw, ft_cfg, res, rep))
@@ -203,6 +206,9 @@ def main(argv=None) -> int:
         if name == "finetune":
             q.add_argument("--pretrain", type=lambda s: s.split(","), default=["worm", "worm+demo"])
             q.add_argument("--modes", type=lambda s: s.split(","), default=["embedding"])
+            q.add_argument("--pretrain-kw", default=None, help="POCO settings for pretraining as JSON (default: the short recipe's)")
+            q.add_argument("--no-scratch", action="store_true", help="skip the from-scratch controls")
+            q.add_argument("--ft-lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4], help="fine-tuning learning rates")
         if name == "cross":
             q.add_argument("--patience", type=int, default=None)
             q.add_argument("--robust", action="store_true")
