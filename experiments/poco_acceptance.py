@@ -136,6 +136,8 @@ def cmd_finetune(a) -> None:
                 pre_corpus = ForecastCorpus({**pre_corpus.recordings, **demo_corpus().recordings}, strides={"train": 1, "val": 4, "test": 1})
             kw = json.loads(a.pretrain_kw) if a.pretrain_kw else dict(SHORT_RECORDING_MODELS["POCO"])
             cfg = replace(SHORT_RECORDING, steps=a.steps or SHORT_RECORDING.steps, max_units=64 if pre == "worm+demo" else None)
+            if a.pretrain_eval_every:
+                cfg = replace(cfg, eval_every=a.pretrain_eval_every, patience=a.pretrain_patience)
             model, res, _ = run_one("POCO", pre_corpus, cfg, seed, kw, a.device)
             for mode in a.modes:
                 for lr in a.ft_lrs:
@@ -208,6 +210,8 @@ def main(argv=None) -> int:
             q.add_argument("--modes", type=lambda s: s.split(","), default=["embedding"])
             q.add_argument("--pretrain-kw", default=None, help="POCO settings for pretraining as JSON (default: the short recipe's)")
             q.add_argument("--no-scratch", action="store_true", help="skip the from-scratch controls")
+            q.add_argument("--pretrain-eval-every", type=int, default=None)
+            q.add_argument("--pretrain-patience", type=int, default=None)
             q.add_argument("--ft-lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4], help="fine-tuning learning rates")
         if name == "cross":
             q.add_argument("--patience", type=int, default=None)

@@ -437,3 +437,16 @@ def test_token_noise_acts_in_training_only(sine_corpus):
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
         assert not torch.equal(model(ctx, sess), model(ctx, sess))  # noise on the encoder's tokens
+
+
+def test_finetune_initialisation_depends_on_the_seed_only(pretrained, corpus_b):
+    """Fresh rows for the new session come from the fine-tuning seed, not from whatever ran
+    before, so the zero-shot entry of a learning curve is reproducible."""
+    cfg = TrainConfig(steps=0, eval_every=5, batch_size=16, seed=3)
+    a, ra = finetune(pretrained, corpus_b, "embedding", cfg, device="cpu")
+    torch.randn(100)  # unrelated RNG use in between
+    b, rb = finetune(pretrained, corpus_b, "embedding", cfg, device="cpu")
+    assert torch.equal(a.unit_emb.weight, b.unit_emb.weight)
+    assert ra.history[0]["val_score"] == rb.history[0]["val_score"]
+    c, _ = finetune(pretrained, corpus_b, "embedding", TrainConfig(steps=0, eval_every=5, batch_size=16, seed=4), device="cpu")
+    assert not torch.equal(a.unit_emb.weight, c.unit_emb.weight)

@@ -338,6 +338,7 @@ def finetune(
     m = copy.deepcopy(model) if copy_model else model
     n_old_datasets = len(m.datasets)
     first = len(m.sessions)
+    torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)  # the new sessions' fresh rows depend on the seed only
     m.add_sessions(corpus.sessions)
     device = get_device(device)
     m.to(device)
