@@ -15,6 +15,7 @@ Real recordings come from ../shared/data (see its README for the sources).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -140,12 +141,14 @@ def cmd_finetune(a) -> None:
                 cfg = replace(cfg, eval_every=a.pretrain_eval_every, patience=a.pretrain_patience)
             model, res, _ = run_one("POCO", pre_corpus, cfg, seed, kw, a.device)
             for mode in a.modes:
-                for lr in a.ft_lrs:
+                for lr, init in itertools.product(a.ft_lrs, a.inits):
                     fcfg = replace(ft_cfg, seed=seed, lr=lr)
-                    adapted, fres = finetune(model, target, mode, fcfg, device=a.device)
+                    adapted, fres = finetune(model, target, mode, fcfg, device=a.device, init=init)
                     rep = evaluate(adapted, target, "test", device=a.device)
                     tag = f"pretrained[{pre}{'|' + a.pretrain_kw if a.pretrain_kw else ''}]:{mode}{'' if lr == ft_cfg.lr else f'|lr={lr:g}'}"
+                    tag += "" if init == "random" else f"|init={init}"
                     r = record_of("finetune", "POCO", seed, tag, kw, fcfg, fres, rep)
+                    r["finetune_info"] = fres.info
                     r["zero_shot_val_score"] = fres.history[0]["val_score"]
                     r["pretrain_best_step"] = res.best_step
                     emit(a.out, r)
@@ -206,12 +209,13 @@ def main(argv=None) -> int:
             q.add_argument("--models", type=lambda s: s.split(","), default=WORM_MODELS)
             q.add_argument("--variants", default=None, help='JSON {"name": {"POCO": {...}, "train": {...}}}')
         if name == "finetune":
-            q.add_argument("--pretrain", type=lambda s: s.split(","), default=["worm", "worm+demo"])
+            q.add_argument("--pretrain", type=lambda s: [x for x in s.split(",") if x != "none"], default=["worm", "worm+demo"], help="worm, worm+demo, none")
             q.add_argument("--modes", type=lambda s: s.split(","), default=["embedding"])
             q.add_argument("--pretrain-kw", default=None, help="POCO settings for pretraining as JSON (default: the short recipe's)")
             q.add_argument("--no-scratch", action="store_true", help="skip the from-scratch controls")
             q.add_argument("--pretrain-eval-every", type=int, default=None)
             q.add_argument("--pretrain-patience", type=int, default=None)
+            q.add_argument("--inits", type=lambda s: s.split(","), default=["random"], help="new-unit initialisations (random, labels)")
             q.add_argument("--ft-lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4], help="fine-tuning learning rates")
         if name == "cross":
             q.add_argument("--patience", type=int, default=None)

@@ -196,14 +196,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=device)
         corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
         cfg = _train_config(args, "default", steps=args.steps, eval_every=args.eval_every)
-        adapted, res = finetune(model, corpus, args.mode, cfg, device=device)
+        adapted, res = finetune(model, corpus, args.mode, cfg, device=device, init=args.init)
         rep = evaluate(adapted, corpus, "test", device=device)
         card = getattr(model, "card", {})
         path = save_model(
             adapted,
             args.out,
             training={**card.get("training", {}), "finetune": {"from": str(args.model), "data": [str(d) for d in args.data],
-                      "mode": args.mode, "config": cfg.to_json(), "learning_curve": res.history, "best_step": res.best_step}},
+                      "mode": args.mode, **res.info, "config": cfg.to_json(), "learning_curve": res.history, "best_step": res.best_step}},
             metrics={"finetune_test": rep.to_json(), "finetune_test_score": rep.score, "zero_shot_val_score": res.history[0]["val_score"]},
         )  # fmt: skip
     except _forecast_errors() as exc:
@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--mode", default="embedding", choices=["embedding", "embedding+mlp", "full"])
+    p.add_argument(
+        "--init", default="random", choices=["random", "labels"],
+        help="new units' embeddings: fresh (spec), or from units of the same label (identified neurons) the model knows",
+    )  # fmt: skip
     _add_train_options(p, steps_default=200, eval_default=20)
     p.set_defaults(func=cmd_finetune)
 

@@ -127,6 +127,17 @@ def test_round_trip_is_bit_identical(tmp_path, which):
     assert isinstance(loaded.card, dict) and loaded.card["kind"] == model.kind
 
 
+def test_unit_labels_round_trip_through_the_card(tmp_path):
+    sessions = [SessionInfo("a/s3", 3, "a", labels=("AVAL", "", "RIML")), SessionInfo("b/s5", 5, "b")]
+    model = make_poco(sessions=sessions)
+    card_path = save_model(model, tmp_path / "m")
+    card = json.loads(card_path.read_text())
+    assert card["sessions"][0]["labels"] == ["AVAL", "", "RIML"]
+    assert "labels" not in card["sessions"][1]  # a session without labels stores none
+    loaded = load_model(card_path)
+    assert [s.labels for s in loaded.sessions] == [("AVAL", "", "RIML"), None]
+
+
 def test_every_path_form_loads(saved_mlp, tmp_path):
     card_path, model = saved_mlp
     for p in (tmp_path / "mlp", card_path, tmp_path / "mlp.safetensors", str(card_path), str(tmp_path / "mlp")):
@@ -310,6 +321,8 @@ def test_oversized_config_refused_without_allocating(saved_mlp):
         (lambda c: c["sessions"][1].update(n_units=True), "sessions[1].n_units"),
         (lambda c: c["sessions"][0].pop("dataset"), "sessions[0].dataset"),
         (lambda c: c["sessions"][1].update(name="a/s3"), "sessions[1].name"),
+        (lambda c: c["sessions"][1].update(labels=["AVAL"]), "sessions[1].labels"),
+        (lambda c: c["sessions"][0].update(labels=["AVAL", 3, ""]), "sessions[0].labels"),
         (lambda c: c["tensors"]["net.0.weight"].update(shape=[16, -48]), "tensors.net.0.weight"),
         (lambda c: c["tensors"]["net.0.weight"].update(dtype=None), "tensors.net.0.weight"),
         (lambda c: c.update(weights_sha256="abc"), "weights_sha256"),

@@ -75,6 +75,7 @@ def test_finetune_adds_the_new_session(tmp_path, recordings, capsys):
     m = load_model(adapted)
     assert [s.name for s in m.sessions] == ["sine/a", "sine/c"]
     assert m.card["training"]["finetune"]["mode"] == "embedding"
+    assert m.card["training"]["finetune"]["init"] == "random"
     assert main(["evaluate", str(adapted), str(recordings[2]), "--json"]) == 0
     assert _json_out(capsys)["score"] == pytest.approx(res["score"], abs=1e-9)
 

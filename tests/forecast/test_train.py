@@ -4,6 +4,7 @@ fine-tuning modes, unit-subsampled batches, and TrainConfig validation."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pocoviz.forecast import ForecastCorpus, TrainConfig, evaluate, finetune, make_model, train
+from pocoviz.forecast import ForecastCorpus, SessionInfo, TrainConfig, evaluate, finetune, make_model, train
 from pocoviz.recordings.schema import make_recording
 
 torch.set_num_threads(1)
@@ -437,6 +438,46 @@ def test_token_noise_acts_in_training_only(sine_corpus):
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
         assert not torch.equal(model(ctx, sess), model(ctx, sess))  # noise on the encoder's tokens
+
+
+def labelled(rec, labels):
+    return rec.assign_coords(label=("unit", np.array(labels, dtype=object)))
+
+
+def test_finetune_label_initialisation(pretrained):
+    """init="labels": a new unit whose label the model knows (same dataset) starts from that unit's
+    embedding row; unlabelled units, unknown labels and other datasets start fresh."""
+    a_labels = ["AVAL", "AVAR", "", "RIML", "SMDD", "AVAL"]  # AVAL twice: the mean of both rows
+    model = copy.deepcopy(pretrained)
+    model.sessions[0] = SessionInfo("a/s0", 6, "a", labels=tuple(a_labels))
+    recs = [labelled(sine_recording("a", "s2", 5, 2), ["RIML", "", "AVAL", "XYZ", "SMDD"]),
+            labelled(sine_recording("c", "s9", 2, 4), ["RIML", "AVAR"])]  # fmt: skip
+    corpus = ForecastCorpus(recs)
+    assert corpus.sessions[0].labels == ("RIML", "", "AVAL", "XYZ", "SMDD")
+    cfg = TrainConfig(steps=0, eval_every=5, batch_size=16, seed=3)
+    fresh, r0 = finetune(model, corpus, "embedding", cfg, device="cpu")
+    init, r1 = finetune(model, corpus, "embedding", cfg, device="cpu", init="labels")
+    assert r0.info == {"init": "random", "label_matched_units": 0, "new_units": 7}
+    assert r1.info == {"init": "labels", "label_matched_units": 3, "new_units": 7}
+    old = model.unit_emb.weight
+    w, f = init.unit_emb.weight, fresh.unit_emb.weight
+    assert torch.equal(w[:6], old) and torch.equal(f[:6], old)
+    assert torch.equal(w[6], old[3])  # RIML
+    assert torch.allclose(w[8], (old[0] + old[5]) / 2)  # AVAL: mean of both
+    assert torch.equal(w[10], old[4])  # SMDD
+    for row in (7, 9, 11, 12):  # unlabelled, unknown label, another dataset's units
+        assert torch.equal(w[row], f[row])
+    assert r1.history[0]["val_mse"] != r0.history[0]["val_mse"]
+    with pytest.raises(ValueError, match="init must be one of"):
+        finetune(model, corpus, "embedding", cfg, device="cpu", init="nearest")
+
+
+def test_session_labels_are_validated():
+    with pytest.raises(ValueError, match="labels must be 3 strings"):
+        SessionInfo("a/s", 3, "a", labels=("x", "y"))
+    assert SessionInfo("a/s", 2, "a", labels=("", "")).labels is None  # nothing identified
+    assert SessionInfo("a/s", 2, "a", labels=["x", ""]) == SessionInfo("a/s", 2, "a")  # identity ignores labels
+    assert SessionInfo.from_json(SessionInfo("a/s", 2, "a", labels=["x", ""]).to_json()).labels == ("x", "")
 
 
 def test_finetune_initialisation_depends_on_the_seed_only(pretrained, corpus_b):

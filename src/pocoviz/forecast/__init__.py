@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FINETUNE_MODES, MODELS, Forecaster, SessionInfo, build_model, masked_mse
+from .base import (
+    FINETUNE_INITS,
+    FINETUNE_MODES,
+    MODELS,
+    Forecaster,
+    SessionInfo,
+    build_model,
+    masked_mse,
+)
 from .data import Batch, ForecastCorpus
 from .metrics import EvalReport, SessionScore, evaluate
 from .train import TrainConfig, TrainResult, finetune, make_model, train
@@ -23,7 +31,7 @@ from .train import TrainConfig, TrainResult, finetune, make_model, train
 _CHECKPOINT = ("CheckpointError", "available_models", "load_model", "model_card", "read_card", "save_model")
 
 __all__ = [
-    "FINETUNE_MODES", "MODELS", "Batch", "EvalReport", "ForecastCorpus", "Forecaster", "SessionInfo", "SessionScore",
+    "FINETUNE_INITS", "FINETUNE_MODES", "MODELS", "Batch", "EvalReport", "ForecastCorpus", "Forecaster", "SessionInfo", "SessionScore",
     "TrainConfig", "TrainResult", "build_model", "evaluate", "finetune", "make_model", "masked_mse", "model_kinds", "train",
     *_CHECKPOINT,
 ]  # fmt: skip

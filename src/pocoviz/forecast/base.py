@@ -19,7 +19,7 @@ mask (POCO: key masks in attention) or run each session on its real units only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +30,8 @@ from ..recordings.preprocess import CONTEXT_LENGTH, PREDICTION_LENGTH
 #: Fine-tuning modes (spec §5): the new sessions' embeddings only; embeddings + the FiLM/MLP
 #: head; every parameter.
 FINETUNE_MODES = ("embedding", "embedding+mlp", "full")
+#: How new units' embeddings start: fresh (spec §5), or from same-label units of other sessions.
+FINETUNE_INITS = ("random", "labels")
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,16 @@ class SessionInfo:
 
     ``name`` is the corpus path ``"dataset/session"``; ``dataset`` groups sessions that share a
     dataset embedding and a batch per training step (POCO trains one batch per dataset).
+    ``labels`` (optional) are the units' identities where the recording names them (e.g. C.
+    elegans neuron labels, "" for an unidentified unit): they let a model adapted to a new animal
+    start each identified neuron from what it learned about that neuron in other animals
+    (:meth:`Forecaster.init_from_labels`). They do not take part in equality.
     """
 
     name: str
     n_units: int
     dataset: str
+    labels: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -51,15 +58,23 @@ class SessionInfo:
             raise ValueError(f"session {self.name!r}: n_units must be a positive integer, got {self.n_units!r}")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"session {self.name!r}: dataset must be a non-empty string, got {self.dataset!r}")
+        if self.labels is not None:
+            labels = tuple(self.labels) if not isinstance(self.labels, str) else None
+            if labels is None or len(labels) != self.n_units or not all(isinstance(x, str) for x in labels):
+                raise ValueError(f"session {self.name!r}: labels must be {self.n_units} strings (one per unit), got {self.labels!r:.80}")
+            object.__setattr__(self, "labels", labels if any(labels) else None)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d: dict[str, Any] = {"name": self.name, "n_units": self.n_units, "dataset": self.dataset}
+        if self.labels is not None:
+            d["labels"] = list(self.labels)
+        return d
 
     @classmethod
     def from_json(cls, d: Any) -> SessionInfo:
-        if not isinstance(d, dict) or set(d) != {"name", "n_units", "dataset"}:
-            raise ValueError(f"a session entry needs exactly the keys name, n_units, dataset; got {d!r}")
-        return cls(name=d["name"], n_units=d["n_units"], dataset=d["dataset"])
+        if not isinstance(d, dict) or not {"name", "n_units", "dataset"} <= set(d) <= {"name", "n_units", "dataset", "labels"}:
+            raise ValueError(f"a session entry needs the keys name, n_units, dataset (and optionally labels); got {d!r:.200}")
+        return cls(name=d["name"], n_units=d["n_units"], dataset=d["dataset"], labels=d.get("labels"))
 
 
 def as_sessions(sessions: Iterable[SessionInfo | dict[str, Any]]) -> list[SessionInfo]:
@@ -161,6 +176,29 @@ class Forecaster(nn.Module):
         :meth:`add_sessions`) as ``(parameter, rows)``: ``rows`` restricts a table shared by all
         sessions to the new sessions' rows; None means the whole tensor. Default: none."""
         return []
+
+    def label_matches(self, first: int) -> list[tuple[int, list[int]]]:
+        """For the units of sessions ``first, ...``: ``(global row, rows of the same label)`` where
+        an older session of the same dataset has a unit with that label (global rows index the
+        concatenated units of all sessions, as :attr:`unit_offset` does)."""
+        rows: dict[tuple[str, str], list[int]] = {}
+        for i, s in enumerate(self.sessions[:first]):
+            for j, lab in enumerate(s.labels or ()):
+                if lab:
+                    rows.setdefault((s.dataset, lab), []).append(int(self.unit_offset[i]) + j)
+        out = []
+        for i in range(first, len(self.sessions)):
+            s = self.sessions[i]
+            for j, lab in enumerate(s.labels or ()):
+                if lab and (s.dataset, lab) in rows:
+                    out.append((int(self.unit_offset[i]) + j, rows[(s.dataset, lab)]))
+        return out
+
+    def init_from_labels(self, first: int) -> int:
+        """Start the new sessions' identified units (sessions ``first, ...``) from what the model
+        learned about units of the same label in older sessions of the same dataset; returns the
+        number of units so initialised (default: 0, no per-unit state)."""
+        return 0
 
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter name (default: none, every parameter at lr)."""

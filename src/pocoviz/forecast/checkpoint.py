@@ -417,9 +417,9 @@ def _validate_card(card: Any, path: Path) -> dict[str, Any]:
         for key in ("name", "n_units", "dataset"):
             if key not in s:
                 raise err("missing", f"{f}.{key}")
-        unexpected = sorted(set(s) - {"name", "n_units", "dataset"})
+        unexpected = sorted(set(s) - {"name", "n_units", "dataset", "labels"})
         if unexpected:
-            raise err(f"unexpected key(s) {', '.join(unexpected)} (a session has name, n_units, dataset)", f)
+            raise err(f"unexpected key(s) {', '.join(unexpected)} (a session has name, n_units, dataset and optionally labels)", f)
         if not isinstance(s["name"], str) or not s["name"]:
             raise err(f"must be a non-empty string, got {s['name']!r}", f"{f}.name")
         if s["name"] in names:
@@ -429,6 +429,10 @@ def _validate_card(card: Any, path: Path) -> dict[str, Any]:
             raise err(f"must be a positive integer, got {s['n_units']!r}", f"{f}.n_units")
         if not isinstance(s["dataset"], str) or not s["dataset"]:
             raise err(f"must be a non-empty string, got {s['dataset']!r}", f"{f}.dataset")
+        if "labels" in s:
+            labels = s["labels"]
+            if not isinstance(labels, list) or len(labels) != s["n_units"] or not all(isinstance(x, str) for x in labels):
+                raise err(f"must be a list of {s['n_units']} strings (one per unit), got {labels!r:.80}", f"{f}.labels")
 
     if "datasets" in card:
         ds = card["datasets"]

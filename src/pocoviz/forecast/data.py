@@ -59,6 +59,15 @@ def _session_items(data: DataLike) -> list[tuple[str, str, xr.Dataset]]:
     return out
 
 
+def _unit_labels(ds: xr.Dataset) -> tuple[str, ...] | None:
+    """The recording's unit labels ("" where a unit is unidentified), or None without any."""
+    if "label" not in ds.coords:
+        return None
+    labels = tuple("" if v is None else str(v).strip() for v in ds["label"].values.tolist())
+    labels = tuple("" if x.lower() in ("nan", "none") else x for x in labels)
+    return labels if any(labels) else None
+
+
 @dataclass
 class Batch:
     """A padded batch: ``context`` (B, C, U), ``target`` (B, P, U), ``unit_mask`` (B, U),
@@ -108,7 +117,7 @@ class ForecastCorpus:
         for n, d, ds in items:
             if "activity" not in ds.data_vars:
                 raise RecordingError("missing", path=ds.attrs.get("source") or None, field="activity")
-            self.sessions.append(SessionInfo(n, int(ds.sizes["unit"]), d))
+            self.sessions.append(SessionInfo(n, int(ds.sizes["unit"]), d, labels=_unit_labels(ds)))
         self.datasets: list[str] = list(dict.fromkeys(s.dataset for s in self.sessions))
         self._windows: dict[tuple[str, str], WindowDataset] = {}
         self._global: dict[str, np.ndarray] = {}

@@ -36,6 +36,23 @@ EMBEDDING_STD = 0.02
 # --------------------------------------------------------------------------------------------
 
 
+#: rows (unit-windows) per chunk of the per-unit layers when no gradient is needed
+INFERENCE_ROWS = 512
+
+
+def _rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` for per-row functions over (..., features) inputs; without autograd it runs in
+    chunks of :data:`INFERENCE_ROWS` rows, so that the 1024-wide hidden activations stay in cache
+    (forecasting a whole recording is memory-bound otherwise: ~2x faster on CPU, same values)."""
+    n = math.prod(xs[0].shape[:-1])
+    if torch.is_grad_enabled() or n <= INFERENCE_ROWS:
+        return fn(*xs)
+    lead = xs[0].shape[:-1]
+    flat = [x.reshape(n, x.shape[-1]) for x in xs]
+    out = torch.cat([fn(*(x[i : i + INFERENCE_ROWS] for x in flat)) for i in range(0, n, INFERENCE_ROWS)])
+    return out.reshape(*lead, out.shape[-1])
+
+
 class RotaryTime(nn.Module):
     """Rotary embedding of continuous timestamps (spec §1.4).
 
@@ -287,6 +304,16 @@ class POCO(Forecaster):
             out.append((self.dataset_emb.weight, slice(n_old_datasets, None)))
         return out
 
+    @torch.no_grad()
+    def init_from_labels(self, first: int) -> int:
+        """A new unit whose label is known from older sessions gets the mean of their unit-embedding
+        rows (labels are matched within a dataset); the other new rows keep their fresh values."""
+        matches = self.label_matches(first)
+        w = self.unit_emb.weight
+        for row, old in matches:
+            w[row] = w[old].mean(0)
+        return len(matches)
+
     def lr_scales(self) -> dict[str, float]:
         return {"unit_emb.weight": self.hp["unit_embedding_lr"]} if self.hp["unit_embedding_lr"] != 1.0 else {}
 
@@ -327,7 +354,11 @@ class POCO(Forecaster):
             lat = lat + self.latent_drop(ffn(lat))
         t_q = self.rotary(torch.full((1,), float(C), device=context.device))[None]
         e = u + self.dec_atn(u, t_q, lat, t_lat)
-        return e + self.dec_ffn(e)
+        return e + _rowwise(self.dec_ffn, e)
+
+    def _film(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Spec §1.5: ``W_2 (ReLU(W_1 x) ⊙ α(e) + β(e)) + b_2`` per unit, x (..., C), e (..., d) -> (..., P)."""
+        return self.out_proj(self.in_proj(x) * self.film_alpha(e) + self.film_beta(e))
 
     def forward(self, context, session, unit_mask=None, unit_index=None):  # noqa: D102
         unit_mask = self.check_input(context, session, unit_mask)
@@ -337,8 +368,7 @@ class POCO(Forecaster):
         u = self.embedding_drop(self.unit_embeddings(session, unit_index))
         e = self.encode(context, u, unit_mask) if self.hp["encoder"] else u
         if self.hp["head"] == "film":
-            h = self.in_proj(context.transpose(1, 2))
-            y = self.out_proj(h * self.film_alpha(e) + self.film_beta(e))
+            y = _rowwise(self._film, context.transpose(1, 2), e)
         else:
             y = self.out_proj(e)
         return y.transpose(1, 2) * unit_mask[:, None, :].to(y.dtype)

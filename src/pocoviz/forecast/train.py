@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..backend import get_device
-from .base import FINETUNE_MODES, Forecaster, build_model
+from .base import FINETUNE_INITS, FINETUNE_MODES, Forecaster, build_model
 from .data import ForecastCorpus
 from .metrics import EvalReport, autocast_context, evaluate, model_session_map
 
@@ -85,6 +85,8 @@ class TrainResult:
     train_seconds: float = 0.0
     windows: int = 0
     stopped_early: bool = False
+    #: facts about the run besides the history (fine-tuning: the initialisation used)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def windows_per_second(self) -> float:
@@ -318,6 +320,7 @@ def finetune(
     device: torch.device | str | None = None,
     callback: Callable[[dict[str, float]], bool | None] | None = None,
     copy_model: bool = True,
+    init: str = "random",
 ) -> tuple[Forecaster, TrainResult]:
     """Adapt a trained model to new sessions (spec §5).
 
@@ -328,18 +331,26 @@ def finetune(
     - ``"embedding+mlp"``: that plus the forecasting head (POCO: in_proj, FiLM α/β, out_proj);
     - ``"full"``: every parameter.
 
-    The history's step-0 entry is the zero-shot score (fresh embeddings, no training). Defaults:
-    200 steps, validation every 20 (the spec's learning-curve resolution). Returns the adapted
-    model (a copy unless ``copy_model=False``) and the run.
+    ``init`` chooses the new units' starting embeddings: ``"random"`` (spec §5: fresh rows) or
+    ``"labels"``: a unit whose label (``SessionInfo.labels``, e.g. an identified C. elegans
+    neuron) the model has seen in a session of the same dataset starts from the mean of those
+    units' rows; unidentified units start fresh. ``result.info["label_matched_units"]`` counts them.
+
+    The history's step-0 entry is the zero-shot score (the initial embeddings, no training).
+    Defaults: 200 steps, validation every 20 (the spec's learning-curve resolution). Returns the
+    adapted model (a copy unless ``copy_model=False``) and the run.
     """
     if mode not in FINETUNE_MODES:
         raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {mode!r}")
+    if init not in FINETUNE_INITS:
+        raise ValueError(f"init must be one of {FINETUNE_INITS}, got {init!r}")
     cfg = config or TrainConfig(steps=200, eval_every=20)
     m = copy.deepcopy(model) if copy_model else model
     n_old_datasets = len(m.datasets)
     first = len(m.sessions)
     torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)  # the new sessions' fresh rows depend on the seed only
     m.add_sessions(corpus.sessions)
+    matched = m.init_from_labels(first) if init == "labels" else 0
     device = get_device(device)
     m.to(device)
     own = m.new_session_parameters(first, n_old_datasets)
@@ -361,4 +372,5 @@ def finetune(
     finally:
         for p in m.parameters():
             p.requires_grad_(flags[id(p)])
+    result.info.update(init=init, label_matched_units=matched, new_units=sum(s.n_units for s in m.sessions[first:]))
     return m, result
