@@ -1,5 +1,6 @@
 """Forecasting figures for ``pocoviz bench``: training throughput, step time, forecast latency,
-and the FLOP/s a training step achieves against a large matmul on the same device."""
+the FLOP/s a training step achieves against a large matmul on the same device, and the time to
+forecast every cursor of a recording for playback (:func:`recording_pass`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from ..backend import get_device
+from .base import SessionInfo, build_model
 from .data import ForecastCorpus
 from .metrics import autocast_context
 from .recipes import DEMO_RECIPE, DEMO_STRIDES, load_corpus
@@ -105,6 +107,55 @@ def forecast_latency(kind: str, corpus: ForecastCorpus, device: torch.device, se
     return {"model": kind, "session": corpus.sessions[session].name, "units": corpus.sessions[session].n_units, "median_s": round(statistics.median(times), 5)}
 
 
+def recording_pass(
+    kind: str, n_units: int, n_time: int, device: torch.device, *, first: int = 32, seed: int = 0, **model_kw: Any
+) -> dict[str, Any]:
+    """Time to forecast every cursor of one fresh recording for playback (the Forecast tab).
+
+    A recording of ``n_units`` x ``n_time`` random z-scored frames, a session the model has not
+    seen (registered on the model, which is built with random weights at its default config: the
+    cost does not depend on the weights). Times :class:`~pocoviz.forecast.playback.RecordingForecast`
+    construction (copy-last errors of every window), the first ``first`` cursors (what the app
+    waits for before playback shows forecasts), the rest, and a ``metrics()`` call on the result.
+    """
+    from .playback import RecordingForecast
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((n_time, n_units), generator=gen)
+    x = (x - x.mean(0)) / x.std(0)
+    info = SessionInfo("bench/recording", n_units, "bench")
+    torch.manual_seed(seed)
+    model = build_model(kind, [info], **model_kw).to(device).eval()
+    t0 = time.perf_counter()
+    rf = RecordingForecast(model, x, info.name, device=device)
+    _sync(device)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n_first = rf.compute(rf.cursors[:first])
+    _sync(device)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n_rest = rf.compute()
+    _sync(device)
+    rest_s = time.perf_counter() - t0
+    total = first_s + rest_s
+    n = n_first + n_rest
+    t0 = time.perf_counter()
+    rf.metrics()
+    metrics_first = time.perf_counter() - t0
+    warm = []
+    for upto in range(0, n_time + 1, max(1, n_time // 20)):
+        t0 = time.perf_counter()
+        rf.metrics(upto, split="test")
+        warm.append(time.perf_counter() - t0)
+    return {
+        "model": kind, "units": n_units, "frames": n_time, "cursors": n, "batch_windows": rf.batch_size,
+        "setup_s": round(setup, 4), "first_chunk_cursors": n_first, "first_chunk_s": round(first_s, 4), "total_s": round(total, 3),
+        "unit_windows_per_s": round(n * n_units / total, 1), "metrics_first_s": round(metrics_first, 5),
+        "metrics_warm_median_s": round(statistics.median(warm), 6),
+    }  # fmt: skip
+
+
 def bench_forecast(quick: bool = False, device: str | torch.device | None = None, corpus: ForecastCorpus | None = None) -> dict[str, Any]:
     """The forecasting section of ``pocoviz bench`` on the demo corpus (or ``corpus``)."""
     dev = get_device(device)
@@ -121,4 +172,7 @@ def bench_forecast(quick: bool = False, device: str | torch.device | None = None
         r["fraction_of_matmul_flops"] = round(r["achieved_tflops"] / out["matmul"]["tflops"], 4)
     fish = corpus.names.index("zebrafish/fish0")
     out["forecast_latency_one_timepoint"] = {k: forecast_latency(k, corpus, dev, fish) for k in ("POCO", "MLP", "NLinear")}
+    # forecasts at every cursor of a recording, as the Forecast tab fills them for playback
+    n_units, n_time = (200, 600) if quick else (1000, 3000)
+    out["recording_pass"] = {k: recording_pass(k, n_units, n_time, dev) for k in ("POCO", "MLP", "NLinear")}
     return out
