@@ -18,6 +18,7 @@ mask (POCO: key masks in attention) or run each session on its real units only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -75,6 +76,23 @@ class SessionInfo:
         if not isinstance(d, dict) or not {"name", "n_units", "dataset"} <= set(d) <= {"name", "n_units", "dataset", "labels"}:
             raise ValueError(f"a session entry needs the keys name, n_units, dataset (and optionally labels); got {d!r:.200}")
         return cls(name=d["name"], n_units=d["n_units"], dataset=d["dataset"], labels=d.get("labels"))
+
+
+#: rows (unit-windows) per chunk of the per-unit layers when no gradient is needed
+INFERENCE_ROWS = 512
+
+
+def rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)`` for per-row functions over (..., features) inputs; without autograd it runs in
+    chunks of :data:`INFERENCE_ROWS` rows, so that the 1024-wide hidden activations stay in cache
+    (forecasting a whole recording is memory-bound otherwise: ~2x faster on CPU, same values)."""
+    n = math.prod(xs[0].shape[:-1])
+    if torch.is_grad_enabled() or n <= INFERENCE_ROWS:
+        return fn(*xs)
+    lead = xs[0].shape[:-1]
+    flat = [x.reshape(n, x.shape[-1]) for x in xs]
+    out = torch.cat([fn(*(x[i : i + INFERENCE_ROWS] for x in flat)) for i in range(0, n, INFERENCE_ROWS)])
+    return out.reshape(*lead, out.shape[-1])
 
 
 def as_sessions(sessions: Iterable[SessionInfo | dict[str, Any]]) -> list[SessionInfo]:

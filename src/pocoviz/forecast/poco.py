@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Forecaster, SessionInfo, register
+from .base import Forecaster, SessionInfo, register, rowwise
 
 EMBEDDING_STD = 0.02
 
@@ -34,23 +34,6 @@ EMBEDDING_STD = 0.02
 # --------------------------------------------------------------------------------------------
 # rotary time embedding
 # --------------------------------------------------------------------------------------------
-
-
-#: rows (unit-windows) per chunk of the per-unit layers when no gradient is needed
-INFERENCE_ROWS = 512
-
-
-def _rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
-    """``fn(*xs)`` for per-row functions over (..., features) inputs; without autograd it runs in
-    chunks of :data:`INFERENCE_ROWS` rows, so that the 1024-wide hidden activations stay in cache
-    (forecasting a whole recording is memory-bound otherwise: ~2x faster on CPU, same values)."""
-    n = math.prod(xs[0].shape[:-1])
-    if torch.is_grad_enabled() or n <= INFERENCE_ROWS:
-        return fn(*xs)
-    lead = xs[0].shape[:-1]
-    flat = [x.reshape(n, x.shape[-1]) for x in xs]
-    out = torch.cat([fn(*(x[i : i + INFERENCE_ROWS] for x in flat)) for i in range(0, n, INFERENCE_ROWS)])
-    return out.reshape(*lead, out.shape[-1])
 
 
 class RotaryTime(nn.Module):
@@ -354,7 +337,7 @@ class POCO(Forecaster):
             lat = lat + self.latent_drop(ffn(lat))
         t_q = self.rotary(torch.full((1,), float(C), device=context.device))[None]
         e = u + self.dec_atn(u, t_q, lat, t_lat)
-        return e + _rowwise(self.dec_ffn, e)
+        return e + rowwise(self.dec_ffn, e)
 
     def _film(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Spec §1.5: ``W_2 (ReLU(W_1 x) ⊙ α(e) + β(e)) + b_2`` per unit, x (..., C), e (..., d) -> (..., P)."""
@@ -368,7 +351,7 @@ class POCO(Forecaster):
         u = self.embedding_drop(self.unit_embeddings(session, unit_index))
         e = self.encode(context, u, unit_mask) if self.hp["encoder"] else u
         if self.hp["head"] == "film":
-            y = _rowwise(self._film, context.transpose(1, 2), e)
+            y = rowwise(self._film, context.transpose(1, 2), e)
         else:
             y = self.out_proj(e)
         return y.transpose(1, 2) * unit_mask[:, None, :].to(y.dtype)

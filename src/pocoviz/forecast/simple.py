@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Forecaster, SessionInfo, last_value, register
+from .base import Forecaster, SessionInfo, last_value, register, rowwise
 
 
 @register
@@ -124,7 +124,7 @@ class MLP(Forecaster):
 
     def forward(self, context, session, unit_mask=None, unit_index=None):  # noqa: D102
         unit_mask = self.check_input(context, session, unit_mask)
-        out = self.net(context.transpose(1, 2)).transpose(1, 2)
+        out = rowwise(self.net, context.transpose(1, 2)).transpose(1, 2)
         return out * unit_mask[:, None, :].to(out.dtype)
 
     def head_parameter_names(self) -> list[str]:
