@@ -6,6 +6,7 @@ compilation and caches; the median is over the warm repeats). Later features add
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
@@ -105,9 +106,46 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         report["forecast"] = bench_forecast(quick)
     if "app" in only:
         report["app"] = bench_app_cold_start()
+        report["app"]["forecast_playback"] = bench_playback()
     report["total_s"] = round(time.perf_counter() - t0, 2)
     return report
 
+
+
+@contextlib.contextmanager
+def _served(chromium: str):
+    """``pocoviz serve`` (the README's command) on a free port plus a headless Chromium:
+    yields ``(browser, base_url, t_launch)``, or a ``{"skipped"/"error": ...}`` dict."""
+    import os
+    import subprocess
+    import sys
+
+    from pocoviz.serving import CHROMIUM_ARGS, free_port, stop, wait_until_live
+
+    if not Path(chromium).exists():
+        yield {"skipped": f"{chromium} not found (apt-get install chromium)"}
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        yield {"skipped": "playwright is not installed (pip install -e .[test])"}
+        return
+    port = free_port()
+    cmd = [sys.executable, "-m", "pocoviz.cli", "serve", "--address", "127.0.0.1", "--port", str(port)]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "BOKEH_RESOURCES": "server"})
+        try:
+            try:
+                wait_until_live(proc, port, timeout=120)
+            except RuntimeError:
+                yield {"error": "pocoviz serve did not start"}
+                return
+            yield browser, f"http://127.0.0.1:{port}/app", t0
+        finally:
+            stop(proc)
+            browser.close()
 
 
 def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
@@ -119,55 +157,89 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     waits for); ``second_page_s``: a second page on the warm server, to its raster;
     ``session_switch_s``: choosing another session until its metadata shows.
     """
-    import os
-    import subprocess
-    import sys
-
-    from pocoviz.serving import CHROMIUM_ARGS, free_port, stop, wait_until_live
-
-    if not Path(chromium).exists():
-        return {"skipped": f"{chromium} not found (apt-get install chromium)"}
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return {"skipped": "playwright is not installed (pip install -e .[test])"}
-    port = free_port()
-    # the README's serve command (`make serve` runs exactly this)
-    cmd = [sys.executable, "-m", "pocoviz.cli", "serve", "--address", "127.0.0.1", "--port", str(port)]
     out: dict[str, Any] = {}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "BOKEH_RESOURCES": "server"})
-        try:
-            try:
-                wait_until_live(proc, port, timeout=120)
-            except RuntimeError:
-                return {"error": "pocoviz serve did not start"}
-            out["ready_s"] = round(time.perf_counter() - t0, 2)
+    with _served(chromium) as served:
+        if isinstance(served, dict):
+            return served
+        browser, url, t0 = served
+        out["ready_s"] = round(time.perf_counter() - t0, 2)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t_nav = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        page.locator(".pocoviz-raster canvas").first.wait_for(state="visible", timeout=120_000)
+        out["raster_visible_s"] = round(time.perf_counter() - t0, 2)
+        fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)")
+        if fcp:
+            out["first_contentful_paint_s"] = round(t_nav - t0 + fcp[0] / 1000, 2)
+        page.close()
+        t1 = time.perf_counter()
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url, wait_until="commit")
+        page.locator(".pocoviz-raster canvas").first.wait_for(state="visible", timeout=60_000)
+        out["second_page_s"] = round(time.perf_counter() - t1, 2)
+        select = page.locator(".pocoviz-session select")
+        options = select.locator("option").all_inner_texts()
+        if len(options) > 1:
+            t2 = time.perf_counter()
+            select.select_option(label=options[-1])
+            page.locator(".pocoviz-meta", has_text=options[-1].split("/")[-1]).wait_for(timeout=60_000)
+            out["session_switch_s"] = round(time.perf_counter() - t2, 2)
+    return out
+
+
+#: counts data updates of the traces plot in the browser (one per drawn frame)
+_FRAME_HOOK = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.name === 'pocoviz-past') { window.__pocovizFrames = 0; m.properties.data.change.connect(() => window.__pocovizFrames++); return true; }
+  return false; }"""
+
+
+def bench_playback(chromium: str = "/usr/bin/chromium", seconds: float = 5.0, speeds: tuple[int, ...] = (10, 30)) -> dict[str, Any]:
+    """Forecast-tab playback in headless Chromium: frames drawn per second over ``seconds`` with
+    8 traces, three models and the 1500-unit zebrafish raster, per requested speed.
+
+    ``frames_per_s``: data updates of the traces plot that reached the browser (a test hook on
+    its ColumnDataSource); ``cursor_frames_per_s``: how far the cursor moved. ``with_forecasts``:
+    whether all three models' lines were drawn at the end (forecasts are computed behind the
+    playhead on this CPU for POCO at 30 frames/s).
+    """
+    import json
+    import urllib.parse
+
+    out: dict[str, Any] = {"recording": "zebrafish/fish0 (1500 units x 1500 frames)", "traces": 8, "seconds": seconds}
+    models = ["poco_demo", "mlp_demo", "nlinear_demo"]
+    with _served(chromium) as served:
+        if isinstance(served, dict):
+            return served
+        browser, url, _ = served
+        for fps in speeds:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            t_nav = time.perf_counter()
-            page.goto(f"http://127.0.0.1:{port}/app", wait_until="commit")
-            page.locator(".pocoviz-raster canvas").first.wait_for(state="visible", timeout=120_000)
-            out["raster_visible_s"] = round(time.perf_counter() - t0, 2)
-            fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)")
-            if fcp:
-                out["first_contentful_paint_s"] = round(t_nav - t0 + fcp[0] / 1000, 2)
+            q = urllib.parse.urlencode({"tab": "1", "session": "zebrafish/fish0", "models": json.dumps(models), "traces": "8", "speed": str(fps)})
+            page.goto(f"{url}?{q}", wait_until="domcontentloaded")
+            page.locator(".pocoviz-forecast-traces canvas").first.wait_for(state="visible", timeout=180_000)
+            page.wait_for_function(
+                "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+                " if (m.name === 'pocoviz-model-0' && m.data.xs && m.data.xs.length) return true; return false; }",
+                timeout=180_000,
+            )
+            page.wait_for_timeout(1500)
+            page.evaluate(_FRAME_HOOK)
+            cursor = "() => Number(new URLSearchParams(location.search).get('t'))"
+            t_start = page.evaluate(cursor)
+            page.locator(".pocoviz-player button.play").click()
+            t0 = time.perf_counter()
+            page.wait_for_timeout(seconds * 1000)
+            frames = page.evaluate("window.__pocovizFrames")
+            elapsed = time.perf_counter() - t0
+            page.locator(".pocoviz-player button.pause").click()
+            page.wait_for_timeout(300)
+            lines = page.evaluate(
+                "() => { const o = []; for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+                " if (m.name && m.name.startsWith('pocoviz-model-')) o.push(m.data.xs.length); return o; }"
+            )
+            out[f"speed_{fps}"] = {
+                "frames_per_s": round(frames / elapsed, 1),
+                "cursor_frames_per_s": round((page.evaluate(cursor) - t_start) / elapsed, 1),
+                "with_forecasts": sum(1 for n in lines if n) >= len(models),
+            }
             page.close()
-            t1 = time.perf_counter()
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/app", wait_until="commit")
-            page.locator(".pocoviz-raster canvas").first.wait_for(state="visible", timeout=60_000)
-            out["second_page_s"] = round(time.perf_counter() - t1, 2)
-            select = page.locator(".pocoviz-session select")
-            options = select.locator("option").all_inner_texts()
-            if len(options) > 1:
-                t2 = time.perf_counter()
-                select.select_option(label=options[-1])
-                page.locator(".pocoviz-meta", has_text=options[-1].split("/")[-1]).wait_for(timeout=60_000)
-                out["session_switch_s"] = round(time.perf_counter() - t2, 2)
-        finally:
-            stop(proc)
-            browser.close()
     return out

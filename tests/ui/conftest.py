@@ -32,14 +32,28 @@ def ui_data_dir(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    act = rng.standard_normal((300, 40)).cumsum(axis=0) * 0.1
+    act = rng.standard_normal((400, 40)).cumsum(axis=0) * 0.1
     ds = make_recording(
         act, sampling_rate_hz=2.0, species="testfish", session="good", units="dF/F",
         region=["alpha"] * 20 + ["beta"] * 20, x=rng.uniform(0, 100, 40), y=rng.uniform(0, 100, 40),
     )
     save_recording(ds, folder / "good.nc")
     (folder / "broken.nc").write_text("this is not a netCDF file\n")
+    write_test_checkpoints(folder / "models")
     return folder
+
+
+def write_test_checkpoints(folder: Path) -> None:
+    """``tiny_mlp`` (session-free: forecasts any recording) and ``mismatched``: a POCO trained on a
+    session called testfish/good but with 30 units, where the good.nc recording has 40."""
+    import torch
+
+    from pocoviz.forecast import SessionInfo, build_model, save_model
+
+    torch.manual_seed(0)
+    save_model(build_model("MLP", [SessionInfo("testfish/other", 40, "testfish")], hidden=16), folder / "tiny_mlp")
+    poco = build_model("POCO", [SessionInfo("testfish/good", 30, "testfish")], dim=16, hidden=32, self_heads=2, dim_head=8)
+    save_model(poco, folder / "mismatched")
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def test_data_dir_file_errors_are_shown_and_the_app_recovers(app_url, page):
     expect(alert).to_contain_text("unknown format")
     source.select_option(label="good.nc")
     expect(alert).to_be_hidden(timeout=20_000)
-    wait_for_title(page, "testfish/good: 40 units × 300 frames")
+    wait_for_title(page, "testfish/good: 40 units × 400 frames")
     expect(page.locator(".pocoviz-meta")).to_contain_text("testfish")
     expect(page.locator(".pocoviz-session select")).to_have_value("testfish/good")
     assert page.external_requests == []

@@ -27,7 +27,14 @@ def _recordings(data_dir: str | None):
     return RecordingsView(data_dir=data_dir)
 
 
+def _forecast(data_dir: str | None):
+    from .forecast import ForecastView
+
+    return ForecastView(data_dir=data_dir)
+
+
 TABS.append(("Recordings", _recordings))
+TABS.append(("Forecast", _forecast))
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -71,7 +78,13 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     def build(index: int) -> None:
         holder = holders[index]
         if len(holder) == 0:
-            holder.append(TABS[index][1](folder))
+            try:
+                holder.append(TABS[index][1](folder))
+            except Exception as exc:  # a view that cannot start must not take the app down
+                import traceback
+
+                traceback.print_exc()
+                holder.append(pn.pane.Alert(f"This view could not start: {html.escape(str(exc))}", alert_type="danger"))
 
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         # served: send the page at once, build the first view once the browser is connected
@@ -93,6 +106,9 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     else:
         build(0)
     tabs.param.watch(lambda event: build(event.new), "active")
+    if pn.state.location is not None:
+        # the open tab is part of a shareable link (?tab=1 opens the Forecast tab)
+        pn.state.location.sync(tabs, {"active": "tab"})
     template = pn.template.BootstrapTemplate(
         title="pocoviz",
         sidebar=[_sidebar(folder)],

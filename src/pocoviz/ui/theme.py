@@ -28,4 +28,7 @@ def region_colors(regions: Iterable[str]) -> dict[str, str]:
 APP_CSS = """
 .pocoviz-meta table { font-size: 0.85em; }
 .pocoviz-meta td, .pocoviz-meta th { padding: 1px 8px 1px 0; }
+table.pocoviz-table { border-collapse: collapse; font-size: 0.9em; margin: 4px 0 8px 0; }
+table.pocoviz-table th { text-align: left; border-bottom: 1px solid #ccc; padding: 2px 14px 2px 0; }
+table.pocoviz-table td { padding: 1px 14px 1px 0; font-variant-numeric: tabular-nums; }
 """

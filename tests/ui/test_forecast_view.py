@@ -1,0 +1,223 @@
+"""The Forecast tab's view-model without a browser: models, background forecasts, frames, units,
+metrics, errors, adaptation and export."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pocoviz.ui.forecast import MODEL_COLORS, ForecastView
+
+P, C = 16, 48
+
+
+def wait_for(pred, view, timeout: float = 90.0, what: str = "condition"):
+    """Poll the view (as the served app's periodic callback does) until ``pred()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view._poll()
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; runs: {[(r.label, r.state, r.message) for r in view._runs]}")
+
+
+@pytest.fixture
+def view(ui_data_dir):
+    v = ForecastView(str(ui_data_dir), sync_url=False)
+    yield v
+    v.close()
+
+
+def cursor_ready(view):
+    return lambda: all(r.forecast is not None and r.forecast.done[view.cursor] for r in view._runs)
+
+
+def test_defaults_list_shipped_and_data_dir_models(view):
+    objects = view.param.models.objects
+    assert {"poco_demo", "mlp_demo", "nlinear_demo"} <= set(objects)
+    assert "data:models/tiny_mlp" in objects and "data:models/mismatched" in objects
+    assert view.models == ["poco_demo", "mlp_demo", "nlinear_demo"]
+    assert view.session == "zebrafish/fish0"
+    assert view.param.cursor.bounds == (C, 1500 - P)
+
+
+def test_forecasts_land_on_the_traces_and_follow_the_cursor(view):
+    view.session = "worm/worm0"
+    view.models = ["poco_demo", "nlinear_demo"]
+    view.cursor = 300
+    wait_for(cursor_ready(view), view, what="forecasts at the cursor")
+    view._draw_frame()
+    rec = view._recording
+    units = view._units
+    assert len(units) == 8 and view.select_by == "region"
+    regions = rec.prep.regions[units]
+    assert (regions == view.region).all()
+    past, fut = view._past_src.data, view._future_src.data
+    assert len(past["xs"]) == 8 and len(past["xs"][0]) == C and len(fut["xs"][0]) == P + 1
+    k, u = 2, units[2]
+    off = view._offsets[k]
+    np.testing.assert_allclose(past["ys"][k], rec.activity[300 - C : 300, u] + off, rtol=1e-6)
+    for i, run in enumerate(view._runs):
+        data = view._model_srcs[i].data
+        assert len(data["xs"]) == 8
+        want = run.forecast.forecast[300][:, u].astype(np.float32) + off
+        np.testing.assert_allclose(data["ys"][k][1:], want, rtol=1e-5, atol=1e-5)
+        assert data["ys"][k][0] == pytest.approx(rec.activity[299, u] + off)  # joined to the last seen frame
+        assert view._model_renderers[i].glyph.line_color == MODEL_COLORS[i]
+    # the models differ, and moving the cursor moves the forecasts
+    assert not np.allclose(view._model_srcs[0].data["ys"][k], view._model_srcs[1].data["ys"][k])
+    before = [np.array(y) for y in view._model_srcs[0].data["ys"]]
+    view.cursor = 301
+    wait_for(cursor_ready(view), view, what="forecasts at 301")
+    view._draw_frame()
+    after = view._model_srcs[0].data["ys"]
+    assert not np.allclose(before[k], after[k])
+    assert view._cursor_span.location == pytest.approx(rec.prep.time[301])
+    assert view._horizon_box.right == pytest.approx(rec.prep.time[301 + P - 1])
+    view._poll()
+    assert "frame <b>301</b>" in view._clock.object
+
+
+def test_running_metrics_count_played_windows_and_match_the_forecasts(view):
+    view.session = "worm/worm1"
+    view.models = ["nlinear_demo"]
+    wait_for(lambda: view._runs[0].state == "ready", view, what="a whole pass")
+    fc = view._runs[0].forecast
+    view.cursor = 400
+    view._refresh_metrics()
+    m = fc.metrics(upto=400)
+    assert m["n_windows"] == 400 - P + 1 - C  # cursors 48..384 have played their horizon
+    assert f"{m['score']:.3f}" in view._metrics_pane.object
+    # the score is 1 - MSE / MSE(copy-last), recomputed here from the arrays
+    t = np.arange(C, 400 - P + 1)
+    act = view._recording.activity
+    target = np.stack([act[s : s + P] for s in t])
+    pred = fc.forecast[t].astype(np.float64)
+    copy = np.stack([np.repeat(act[s - 1 : s], P, 0) for s in t])
+    score = 1 - ((pred - target) ** 2).sum() / ((copy - target) ** 2).sum()
+    assert m["score"] == pytest.approx(score, abs=2e-3)  # float16 storage of the forecasts
+    steps = view._step_src.data
+    assert steps["model"] == ["nlinear_demo", "copy-last"] and len(steps["ys"][0]) == P
+    # per-step MSE grows with the horizon for a forecaster on real dynamics
+    assert steps["ys"][0][-1] > steps["ys"][0][0]
+    assert "Score per region" in view._regions_pane.object
+    view.metrics_over = "test"
+    view._refresh_metrics()
+    assert "test-split windows" in view._metrics_pane.object
+
+
+def test_best_and_worst_units_by_score(view):
+    view.session = "worm/worm2"
+    view.models = ["nlinear_demo"]
+    wait_for(lambda: view._runs[0].state == "ready", view, what="a whole pass")
+    scores = view._runs[0].forecast.unit_scores()
+    view.select_by = "best"
+    best = list(view._units)
+    view.select_by = "worst"
+    worst = list(view._units)
+    assert len(best) == len(worst) == 8
+    assert min(scores[best]) > max(scores[worst])
+    assert scores[best[0]] == np.nanmax(scores)
+
+
+def test_unit_ids_and_clicks_on_the_raster(view):
+    view.session = "worm/worm0"
+    view.select_by = "units"
+    view.unit_ids = "0-2, 5"
+    assert view._units == [0, 1, 2, 5]
+    view.unit_ids = "999"
+    assert "no unit with id [999]" in view._selection_info.object
+    rec = view._recording
+    row = int(rec.prep.rank[7])
+    view._on_tap(x=1.0, y=float(row))
+    assert view.select_by == "units" and view.unit_ids.endswith("7")
+
+
+def test_bad_file_shows_an_error_and_the_view_keeps_its_recording(view):
+    view.session = "worm/worm0"
+    before = view._recording
+    view.source = "broken.nc"
+    assert view._alert.visible and "broken.nc" in view._alert.object
+    assert view._recording is before  # still the demo recording, still playable
+    view.cursor = 200
+    view._draw_frame()
+    view._poll()
+    assert "frame <b>200</b>" in view._clock.object
+    view.source = "good.nc"
+    assert not view._alert.visible and view.session == "testfish/good"
+
+
+def test_mismatched_checkpoint_is_an_error_message(view):
+    view.source = "good.nc"
+    view.models = ["data:models/mismatched", "data:models/tiny_mlp"]
+    wait_for(lambda: all(r.state in ("error", "ready", "computing") for r in view._runs), view, what="models prepared")
+    bad, ok = view._runs
+    assert bad.state == "error" and "40 units" in bad.message and "30" in bad.message
+    assert view._alert.visible and "mismatched" in view._alert.object
+    wait_for(cursor_ready_for(ok, view), view, what="tiny_mlp forecasts")
+    view._draw_frame()
+    assert len(view._model_srcs[1].data["xs"]) == len(view._units) > 0
+
+
+def cursor_ready_for(run, view):
+    return lambda: run.forecast is not None and run.forecast.done[view.cursor]
+
+
+def test_adapting_a_model_to_an_unseen_recording(view):
+    view.source = "good.nc"
+    view.adapt_steps = 6
+    view.models = ["poco_demo"]
+    wait_for(lambda: view._runs[0].state == "needs-adaptation", view, what="needs-adaptation")
+    view._refresh_status()
+    assert view._adapt_button.visible
+    view.adapt()
+    wait_for(lambda: view._runs[0].state in ("computing", "ready", "error"), view, timeout=180, what="adaptation")
+    run = view._runs[0]
+    assert run.state != "error", run.message
+    assert run.adapted and [h["step"] for h in run.curve][0] == 0 and run.curve[-1]["step"] == 6
+    assert "adapted poco_demo to testfish/good" in run.message
+    view._refresh_curve()
+    assert view._curve_pane.visible and view._curve_src.data["xs"][0][-1] == 6
+    wait_for(cursor_ready(view), view, what="adapted forecasts")
+    assert "testfish/good" in {s.name for s in run.model.sessions}
+
+
+def test_netcdf_export_holds_every_model(view, tmp_path):
+    view.session = "worm/worm0"
+    view.models = ["nlinear_demo", "mlp_demo"]
+    wait_for(lambda: all(r.state == "ready" for r in view._runs), view, what="whole passes")
+    data = view._export_netcdf().getvalue()
+    path = tmp_path / "f.nc"
+    path.write_bytes(data)
+    with xr.open_dataset(path) as ds:
+        assert {"forecast_nlinear_demo", "forecast_mlp_demo"} <= set(ds.data_vars)
+        f = ds["forecast_mlp_demo"]
+        assert f.dims == ("cursor", "step", "unit") and f.sizes["step"] == P
+        np.testing.assert_allclose(f.sel(cursor=300).values, view._runs[1].forecast.forecast[300].astype(np.float32), rtol=1e-3)
+        assert ds.attrs["recording"] == "worm/worm0"
+
+
+def test_link_state_is_applied_in_order(ui_data_dir, monkeypatch):
+    """A shared link's query (as Panel writes it: lists as Python literals) rebuilds the view."""
+    link = {"source": "demo", "session": "worm/worm0", "models": "['mlp_demo', 'nlinear_demo']", "select_by": "region",
+            "region": "Dorsal Ganglion", "labels": "[]", "n_traces": "5", "fps": "25", "cursor": "81"}  # fmt: skip
+    monkeypatch.setattr(ForecastView, "_url_state", lambda self: dict(link))
+    v = ForecastView(str(ui_data_dir))
+    try:
+        assert v.session == "worm/worm0" and v._recording.name == "worm/worm0"
+        assert v.models == ["mlp_demo", "nlinear_demo"]
+        assert (v.region, v.n_traces, v.fps, v.cursor) == ("Dorsal Ganglion", 5, 25, 81)
+        assert v._player.interval == 40
+        assert set(v._recording.prep.regions[v._units]) == {"Dorsal Ganglion"}
+    finally:
+        v.close()
+    link.update(session="no/such", cursor="abc", models="not a list")
+    v = ForecastView(str(ui_data_dir))  # bad values are ignored, never fatal
+    try:
+        assert v.session == "zebrafish/fish0" and v.models == ["poco_demo", "mlp_demo", "nlinear_demo"]
+    finally:
+        v.close()
