@@ -11,8 +11,10 @@ from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
 
-SOURCE_JS = """(name) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
-    if (m.name === name) return {xs: m.data.xs.map(a => Array.from(a)), ys: m.data.ys.map(a => Array.from(a))};
+LAYER_JS = """(layer) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.name === 'pocoviz-frame') { const out = {xs: [], ys: []};
+      m.data.layer.forEach((l, i) => { if (l === layer) { out.xs.push(Array.from(m.data.xs[i])); out.ys.push(Array.from(m.data.ys[i])); } });
+      return out; }
   return null; }"""
 PARAM_JS = "(name) => new URLSearchParams(window.location.search).get(name)"
 
@@ -21,8 +23,9 @@ def query(**params) -> str:
     return "&".join(f"{k}={urllib.parse.quote(v if isinstance(v, str) else json.dumps(v))}" for k, v in params.items())
 
 
-def source(page, name: str) -> dict:
-    return page.evaluate(SOURCE_JS, name)
+def layer(page, name: str) -> dict:
+    """xs and ys of one layer of the traces plot ("context", "horizon", "model-<i>")."""
+    return page.evaluate(LAYER_JS, name)
 
 
 def url_param(page, name: str) -> str | None:
@@ -31,9 +34,9 @@ def url_param(page, name: str) -> str | None:
 
 def wait_for_forecast_lines(page, slot: int = 0, timeout: float = 90_000) -> None:
     page.wait_for_function(
-        "(name) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
-        " if (m.name === name && m.data.xs && m.data.xs.length > 0) return true; return false; }",
-        arg=f"pocoviz-model-{slot}",
+        "(layer) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+        " if (m.name === 'pocoviz-frame' && m.data.layer && m.data.layer.includes(layer)) return true; return false; }",
+        arg=f"model-{slot}",
         timeout=timeout,
     )
 
@@ -47,9 +50,9 @@ def open_forecast(page, app_url: str, **params) -> None:
 def play_until(page, frames: int, timeout: float = 30_000) -> int:
     """Press play, wait until the cursor has advanced ``frames`` frames, press pause."""
     start = int(url_param(page, "t"))
-    page.locator(".pocoviz-player button.play").click()
+    page.locator(".pocoviz-play button").click()
     page.wait_for_function(f"() => Number(new URLSearchParams(location.search).get('t')) >= {start + frames}", timeout=timeout)
-    page.locator(".pocoviz-player button.pause").click()
+    page.locator(".pocoviz-play button").click()
     page.wait_for_timeout(400)  # let the last frame arrive
     return int(url_param(page, "t"))
 
@@ -59,14 +62,14 @@ def test_play_region_and_shareable_url(app_url, page, browser, screenshot_dir):
     wait_for_forecast_lines(page, 0)
     wait_for_forecast_lines(page, 1)
     assert url_param(page, "t") == "48"
-    before = source(page, "pocoviz-model-0")
+    before, context = layer(page, "model-0"), layer(page, "context")
     assert len(before["ys"]) == 8 and len(before["ys"][0]) == 17  # 8 units, last seen frame + 16 forecast frames
     t = play_until(page, 15)
     assert t >= 63
     wait_for_forecast_lines(page, 0)
-    after = source(page, "pocoviz-model-0")
-    assert after["xs"][0][0] > before["xs"][0][0]  # the forecast moved with the cursor
-    assert after["ys"] != before["ys"]
+    after = layer(page, "model-0")
+    assert after["ys"] != before["ys"]  # new forecasts at the new cursor
+    assert layer(page, "context")["ys"] != context["ys"]
     expect(page.locator(".pocoviz-metrics")).to_contain_text("poco_demo")
     expect(page.locator(".pocoviz-metrics")).to_contain_text("mlp_demo")
 
@@ -76,7 +79,7 @@ def test_play_region_and_shareable_url(app_url, page, browser, screenshot_dir):
     region.select_option(label=options[2])
     page.wait_for_function(f"() => new URLSearchParams(location.search).get('region') === {json.dumps(options[2])}", timeout=20_000)
     page.wait_for_timeout(500)
-    shown = source(page, "pocoviz-model-0")
+    shown = layer(page, "model-0")
     page.screenshot(path=screenshot_dir / "forecast_tab.png", full_page=True)
 
     # the link reproduces the view: recording, models, region, cursor, and the same forecast lines
@@ -91,7 +94,7 @@ def test_play_region_and_shareable_url(app_url, page, browser, screenshot_dir):
         expect(other.locator(".pocoviz-f-region select")).to_have_value(options[2])
         expect(other.locator(".pocoviz-f-session select")).to_have_value("worm/worm0")
         assert url_param(other, "t") == str(t)
-        assert source(other, "pocoviz-model-0") == shown
+        assert layer(other, "model-0") == shown
     finally:
         ctx.close()
     assert not page.external_requests, page.external_requests

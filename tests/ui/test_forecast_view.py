@@ -32,6 +32,13 @@ def view(ui_data_dir):
     v.close()
 
 
+def lines(view, layer: str) -> tuple[list, list]:
+    """(xs, ys) of one layer of the traces plot: "context", "horizon" or "model-<i>"."""
+    d = view._frame_src.data
+    rows = [i for i, name in enumerate(d["layer"]) if name == layer]
+    return [d["xs"][i] for i in rows], [d["ys"][i] for i in rows]
+
+
 def cursor_ready(view):
     return lambda: all(r.forecast is not None and r.forecast.done[view.cursor] for r in view._runs)
 
@@ -56,28 +63,32 @@ def test_forecasts_land_on_the_traces_and_follow_the_cursor(view):
     assert len(units) == 8 and view.select_by == "region"
     regions = rec.prep.regions[units]
     assert (regions == view.region).all()
-    past, fut = view._past_src.data, view._future_src.data
-    assert len(past["xs"]) == 8 and len(past["xs"][0]) == C and len(fut["xs"][0]) == P + 1
+    (past_x, past), (fut_x, fut) = lines(view, "context"), lines(view, "horizon")
+    assert len(past) == 8 and len(past_x[0]) == C and len(fut_x[0]) == P + 1
+    dt = 1 / rec.prep.ds.attrs["sampling_rate_hz"]
+    # time runs relative to the cursor: context -C..-1 frames, horizon from the last seen frame
+    assert past_x[0][0] == pytest.approx(-C * dt, abs=1e-4) and fut_x[0][-1] == pytest.approx((P - 1) * dt, abs=1e-4)
     k, u = 2, units[2]
     off = view._offsets[k]
-    np.testing.assert_allclose(past["ys"][k], rec.activity[300 - C : 300, u] + off, rtol=1e-6)
+    np.testing.assert_allclose(past[k], rec.activity[300 - C : 300, u] + off, atol=1e-4)
+    data = view._frame_src.data
     for i, run in enumerate(view._runs):
-        data = view._model_srcs[i].data
-        assert len(data["xs"]) == 8
+        xs, ys = lines(view, f"model-{i}")
+        assert len(ys) == 8
+        assert {c for c, name in zip(data["color"], data["layer"]) if name == f"model-{i}"} == {MODEL_COLORS[i]}
         want = run.forecast.forecast[300][:, u].astype(np.float32) + off
-        np.testing.assert_allclose(data["ys"][k][1:], want, rtol=1e-5, atol=1e-5)
-        assert data["ys"][k][0] == pytest.approx(rec.activity[299, u] + off)  # joined to the last seen frame
-        assert view._model_renderers[i].glyph.line_color == MODEL_COLORS[i]
+        np.testing.assert_allclose(ys[k][1:], want, atol=1e-4)
+        assert ys[k][0] == pytest.approx(rec.activity[299, u] + off, abs=1e-4)  # joined to the last seen frame
+        assert view._model_renderers[i].glyph.line_color == MODEL_COLORS[i]  # its legend entry
     # the models differ, and moving the cursor moves the forecasts
-    assert not np.allclose(view._model_srcs[0].data["ys"][k], view._model_srcs[1].data["ys"][k])
-    before = [np.array(y) for y in view._model_srcs[0].data["ys"]]
+    assert not np.allclose(lines(view, "model-0")[1][k], lines(view, "model-1")[1][k])
+    before = lines(view, "model-0")[1]
     view.cursor = 301
     wait_for(cursor_ready(view), view, what="forecasts at 301")
     view._draw_frame()
-    after = view._model_srcs[0].data["ys"]
+    after = lines(view, "model-0")[1]
     assert not np.allclose(before[k], after[k])
-    assert view._cursor_span.location == pytest.approx(rec.prep.time[301])
-    assert view._horizon_box.right == pytest.approx(rec.prep.time[301 + P - 1])
+    np.testing.assert_allclose(lines(view, "context")[1][k], rec.activity[301 - C : 301, u] + off, atol=1e-4)
     view._poll()
     assert "frame <b>301</b>" in view._clock.object
 
@@ -160,7 +171,8 @@ def test_mismatched_checkpoint_is_an_error_message(view):
     assert view._alert.visible and "mismatched" in view._alert.object
     wait_for(cursor_ready_for(ok, view), view, what="tiny_mlp forecasts")
     view._draw_frame()
-    assert len(view._model_srcs[1].data["xs"]) == len(view._units) > 0
+    assert len(lines(view, "model-1")[1]) == len(view._units) > 0
+    assert lines(view, "model-0")[1] == []  # the refused checkpoint draws nothing
 
 
 def cursor_ready_for(run, view):
@@ -211,7 +223,7 @@ def test_link_state_is_applied_in_order(ui_data_dir, monkeypatch):
         assert v.session == "worm/worm0" and v._recording.name == "worm/worm0"
         assert v.models == ["mlp_demo", "nlinear_demo"]
         assert (v.region, v.n_traces, v.fps, v.cursor) == ("Dorsal Ganglion", 5, 25, 81)
-        assert v._player.interval == 40
+        assert (v._player.start, v._player.end) == (48, 1600 - 16)
         assert set(v._recording.prep.regions[v._units]) == {"Dorsal Ganglion"}
     finally:
         v.close()
@@ -221,3 +233,16 @@ def test_link_state_is_applied_in_order(ui_data_dir, monkeypatch):
         assert v.session == "zebrafish/fish0" and v.models == ["poco_demo", "mlp_demo", "nlinear_demo"]
     finally:
         v.close()
+
+
+def test_step_wraps_around_the_playable_range(view):
+    view.session = "worm/worm0"  # cursors 48 .. 1584
+    view.cursor = 1583
+    view.step(1)
+    assert view.cursor == 1584
+    view.step(1)
+    assert view.cursor == 48
+    view.step(-1)
+    assert view.cursor == 1584
+    view.step(-10)
+    assert view.cursor == 1574

@@ -49,7 +49,7 @@ DEFAULT_MODELS = ("poco_demo", "mlp_demo", "nlinear_demo")
 RASTER_HEIGHT = 300
 TRACES_HEIGHT = 470
 POLL_MS = 200
-METRICS_EVERY_S = 0.3
+METRICS_EVERY_S = 0.5
 #: unit-windows per background batch: small enough that the cursor's neighbourhood arrives quickly
 CHUNK_UNIT_WINDOWS = 24_576
 ADAPT_STEPS = 200
@@ -133,10 +133,12 @@ class ForecastView(pn.viewable.Viewer):
         self._runs: list[ModelRun] = []
         self._run_recording: dict[str, tuple] = {}  # model key -> the recording its run belongs to
         self._units: list[int] = []
+        self._rel_x: tuple[list, list] = ([], [])
         self._doc = None
         self._frame_pending = False
         self._poll_pending = False
         self._clock_cursor: int | None = None
+        self._play_cb = None
         self._location = None
         self._last_metrics = 0.0
         self._seen_versions: dict[str, int] = {}
@@ -146,7 +148,7 @@ class ForecastView(pn.viewable.Viewer):
         self._worker: threading.Thread | None = None
         self._periodic = None
         self._layout: pn.viewable.Viewable | None = None
-        self._raster_marks: dict[str, tuple[Span, BoxAnnotation]] = {}
+        self._raster_marks: dict[str, BoxAnnotation] = {}
         self.param.source.objects = list_sources(data_dir)
         self._model_choices = list_models(data_dir)
         self.param.models.objects = list(self._model_choices.values())
@@ -328,12 +330,13 @@ class ForecastView(pn.viewable.Viewer):
         self._wake.set()
         if self._periodic is not None:
             self._periodic.stop()
+        if self._play_cb is not None:
+            self._play_cb.stop()
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=5.0)  # the batch in flight (< 1 s) finishes; nothing is left running
 
     def _work(self) -> None:
-        import torch
 
         from pocoviz.backend import configure_threads
 
@@ -379,7 +382,10 @@ class ForecastView(pn.viewable.Viewer):
             run.state, run.message = "error", f"{run.label}: {exc}"
 
     def _compute_some(self) -> bool:
-        """Compute one batch of missing cursors, nearest the current cursor first; False when idle."""
+        """Compute one batch of missing cursors for the model whose forecasts run out soonest after
+        the playhead (so cheap models are not held up by POCO); False when everything is done."""
+        t = int(self.cursor)
+        best, best_margin, best_order = None, None, None
         for run in list(self._runs):
             fc = run.forecast
             if fc is None or run.state != "computing":
@@ -389,18 +395,22 @@ class ForecastView(pn.viewable.Viewer):
                 run.state = "ready"
                 run.version += 1
                 continue
-            t = self.cursor
-            ahead = missing[missing >= t - 2]
-            order = np.concatenate([ahead, missing[missing < t - 2]])
-            n = max(4, CHUNK_UNIT_WINDOWS // max(1, fc.U))
-            try:
-                fc.compute(cursors=order[:n], stop=self._stop)
-            except Exception as exc:
-                run.state, run.message = ("error", f"{run.label}: forecasting failed: {exc}")
-                continue
-            run.version += 1
+            ahead = missing[missing >= t - 1]
+            # frames of forecasts ready after the playhead; forecasts behind it matter least
+            margin = int(ahead[0]) - t if len(ahead) else fc.T
+            if best_margin is None or margin < best_margin:
+                best, best_margin, best_order = run, margin, np.concatenate([ahead, missing[missing < t - 1]])
+        if best is None:
+            return False
+        fc = best.forecast
+        n = max(4, CHUNK_UNIT_WINDOWS // max(1, fc.U))
+        try:
+            fc.compute(cursors=best_order[:n], stop=self._stop)
+        except Exception as exc:
+            best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
             return True
-        return False
+        best.version += 1
+        return True
 
     def _adapt(self, run: ModelRun, rec: Recording) -> None:
         from pocoviz.forecast import ForecastCorpus, TrainConfig, finetune
@@ -531,31 +541,35 @@ class ForecastView(pn.viewable.Viewer):
 
     # ================================================================= plots
     def _build_plots(self) -> None:
-        # -- traces: raw Bokeh, updated in place each frame (a few small arrays)
-        self._past_src = ColumnDataSource({"xs": [], "ys": []}, name="pocoviz-past", tags=["pocoviz-frame"])
-        self._future_src = ColumnDataSource({"xs": [], "ys": []}, name="pocoviz-future")
-        self._model_srcs = [ColumnDataSource({"xs": [], "ys": []}, name=f"pocoviz-model-{i}") for i in range(MAX_MODELS)]
-        self._x_range = Range1d(0, 1)
+        # -- traces: raw Bokeh, one data source updated in place each frame. Time runs relative to
+        # the cursor, so that the axes, the cursor line and the horizon band never move: a frame is
+        # one message with a few hundred numbers.
+        self._frame_src = ColumnDataSource(
+            {"xs": [], "ys": [], "layer": [], "color": [], "dash": [], "width": []}, name="pocoviz-frame", tags=["pocoviz-frame"]
+        )
+        self._x_range = Range1d(-49, 17)
         self._y_range = Range1d(-1, 1)
         save = SaveTool(filename="pocoviz_forecast")
         fig = figure(
             height=TRACES_HEIGHT, sizing_mode="stretch_width", x_range=self._x_range, y_range=self._y_range,
             tools=["pan", "wheel_zoom", "box_zoom", "reset", save], toolbar_location="above",
-            title="select units to show traces", x_axis_label="time (s)", output_backend="canvas",
+            title="select units to show traces", x_axis_label="time from the cursor (s)", output_backend="canvas",
         )  # fmt: skip
-        fig.multi_line("xs", "ys", source=self._past_src, line_color="#222222", line_width=1.6)
-        fig.multi_line("xs", "ys", source=self._future_src, line_color="#222222", line_width=1.4, line_dash="dashed", line_alpha=0.7)
-        self._model_renderers = [
-            fig.multi_line("xs", "ys", source=src, line_color=MODEL_COLORS[i], line_width=2.4, line_alpha=0.9) for i, src in enumerate(self._model_srcs)
-        ]
-        self._cursor_span = Span(location=0, dimension="height", line_color="#555555", line_dash="dotted", line_width=1.2)
-        self._horizon_box = BoxAnnotation(left=0, right=0, fill_color="#999999", fill_alpha=0.10, line_alpha=0)
-        fig.add_layout(self._cursor_span)
+        self._horizon_box = BoxAnnotation(left=0, right=15, fill_color="#999999", fill_alpha=0.10, line_alpha=0)
         fig.add_layout(self._horizon_box)
-        self._legend_items = [LegendItem(label=bk_value("recorded (context)"), renderers=[fig.renderers[0]]),
-                              LegendItem(label=bk_value("recorded (horizon)"), renderers=[fig.renderers[1]])]  # fmt: skip
+        fig.add_layout(Span(location=0, dimension="height", line_color="#555555", line_dash="dotted", line_width=1.2))
+        fig.multi_line("xs", "ys", source=self._frame_src, line_color="color", line_dash="dash", line_width="width", line_alpha=0.9)
+        # legend entries drawn from empty renderers with each layer's style
+        # (BokehJS leaves an empty renderer's legend sample blank: one point far outside the fixed
+        # x-range gives each a sample without drawing anything)
+        away = ([-1e9], [0.0])
+        context = fig.line(*away, line_color="#222222", line_width=1.6)
+        horizon = fig.line(*away, line_color="#555555", line_width=1.4, line_dash="dashed")
+        self._model_renderers = [fig.line(*away, line_color=MODEL_COLORS[i], line_width=2.4) for i in range(MAX_MODELS)]
+        self._legend_items = [LegendItem(label=bk_value("recorded (context)"), renderers=[context]),
+                              LegendItem(label=bk_value("recorded (horizon)"), renderers=[horizon])]  # fmt: skip
         self._model_items = [LegendItem(label=bk_value(""), renderers=[r], visible=False) for r in self._model_renderers]
-        legend = Legend(items=self._legend_items + self._model_items, location="top_left", click_policy="hide")
+        legend = Legend(items=self._legend_items + self._model_items, location="top_left")
         legend.label_text_font_size = "9pt"
         fig.add_layout(legend, "right")
         fig.yaxis.ticker = FixedTicker(ticks=[])
@@ -567,7 +581,7 @@ class ForecastView(pn.viewable.Viewer):
 
         # -- per-step MSE
         steps = ColumnDataSource({"xs": [], "ys": [], "color": [], "model": []}, name="pocoviz-step-mse")
-        sfig = figure(height=230, width=330, title="MSE per step ahead (played windows)", x_axis_label="step ahead",
+        sfig = figure(height=230, width=330, title="MSE per step ahead", x_axis_label="step ahead",
                       y_axis_label="MSE", tools="hover,save", toolbar_location=None)  # fmt: skip
         sfig.multi_line("xs", "ys", source=steps, line_color="color", line_width=2)
         sfig.hover.tooltips = [("model", "@model")]
@@ -618,11 +632,10 @@ class ForecastView(pn.viewable.Viewer):
         fig = plot.state
         if fig.id in self._raster_marks:
             return
-        span = Span(location=0, dimension="height", line_color="black", line_width=1.5)
-        box = BoxAnnotation(left=0, right=0, fill_color="#ffd54f", fill_alpha=0.35, line_color="#b28900", line_alpha=0.8)
+        # one annotation (two numbers per frame): its left edge is the cursor, the band the horizon
+        box = BoxAnnotation(left=0, right=0, fill_color="#ffd54f", fill_alpha=0.35, line_color="black", line_width=1.5, line_alpha=0.9)
         fig.add_layout(box)
-        fig.add_layout(span)
-        self._raster_marks[fig.id] = (span, box)
+        self._raster_marks[fig.id] = box
         self._place_marks()
 
     def _send_raster(self, rec: Recording) -> None:
@@ -637,6 +650,10 @@ class ForecastView(pn.viewable.Viewer):
 
     def _layout_traces(self, rec: Recording, units: list[int]) -> None:
         act = rec.activity
+        dt = float(rec.prep.time[1] - rec.prep.time[0]) if rec.T > 1 else 1.0
+        self._rel_x = (np.round(np.arange(-48, 0) * dt, 4).tolist(), np.round(np.arange(-1, 16) * dt, 4).tolist())
+        self._x_range.start, self._x_range.end = -48.5 * dt, 17.5 * dt
+        self._horizon_box.right = 15 * dt
         if units:
             block = act[:, units]
             lo, hi = (float(v) for v in np.nanpercentile(block, [0.1, 99.9]))
@@ -696,38 +713,42 @@ class ForecastView(pn.viewable.Viewer):
         t = int(np.clip(self.cursor, 48, max(48, rec.T - 16)))
         C, P = 48, 16
         units = [u for u in self._units if u < rec.U]
-        time_s = rec.prep.time
         off = self._offsets[: len(units)] if len(units) else np.zeros(0, np.float32)
         act = rec.activity
-        past_x = time_s[t - C : t]
-        fut_x = time_s[t - 1 : t + P]
-        past = {"xs": [past_x] * len(units), "ys": [act[t - C : t, u] + o for u, o in zip(units, off)]}
-        fut = {"xs": [fut_x] * len(units), "ys": [act[t - 1 : t + P, u] + o for u, o in zip(units, off)]}
-        self._past_src.data = past
-        self._future_src.data = fut
-        for i, src in enumerate(self._model_srcs):
-            run = self._runs[i] if i < len(self._runs) else None
-            fc = run.forecast if run is not None else None
-            if fc is None or not units or not fc.done[t]:
-                if len(src.data["xs"]):
-                    src.data = {"xs": [], "ys": []}
-                continue
-            f = fc.forecast[t][:, units].astype(np.float32)  # (P, n)
-            ys = [np.concatenate([[act[t - 1, u]], f[:, k]]) + o for k, (u, o) in enumerate(zip(units, off))]
-            src.data = {"xs": [fut_x] * len(units), "ys": ys}
-        self._x_range.start = float(time_s[t - C] - 0.5 / rec.prep.ds.attrs.get("sampling_rate_hz", 1.0))
-        self._x_range.end = float(time_s[min(rec.T - 1, t + P)] + 2.0 / rec.prep.ds.attrs.get("sampling_rate_hz", 1.0))
-        self._cursor_span.location = float(time_s[t])
-        self._horizon_box.left = float(time_s[t])
-        self._horizon_box.right = float(time_s[min(rec.T - 1, t + P - 1)])
-        self._place_marks()
+        # plain lists, rounded: sent inline as JSON (numpy arrays would each travel as a separate
+        # websocket buffer)
+        n = len(units)
+        cols = np.asarray(units, dtype=np.int64)
+        past_x, fut_x = self._rel_x
+        rows: dict[str, list] = {"xs": [], "ys": [], "layer": [], "color": [], "dash": [], "width": []}
+
+        def add(layer: str, xs: list, block: np.ndarray, color: str, dash: str, width: float) -> None:
+            rows["xs"] += [xs] * n
+            rows["ys"] += np.round(block + off, 4).T.tolist()
+            rows["layer"] += [layer] * n
+            rows["color"] += [color] * n
+            rows["dash"] += [dash] * n
+            rows["width"] += [width] * n
+
+        if n:
+            add("context", past_x, act[t - C : t, cols], "#222222", "solid", 1.6)
+            add("horizon", fut_x, act[t - 1 : t + P, cols], "#555555", "dashed", 1.4)
+            last = act[t - 1, cols][None, :]
+            for i, run in enumerate(self._runs[:MAX_MODELS]):
+                fc = run.forecast
+                if fc is not None and fc.done[t]:
+                    add(f"model-{i}", fut_x, np.vstack([last, fc.forecast[t][:, cols].astype(np.float32)]), run.color, "solid", 2.4)
+        self._frame_src.data = rows
         self.frames_drawn += 1
 
     def _update_clock(self) -> None:
-        """The cursor readout and the link's ``t`` (a few times per second, not every frame)."""
+        """The cursor readout, its mark on the raster and the link's ``t``: a few times per second,
+        not every frame (the mark moves less than a pixel per frame on a long recording, and each
+        update is one more message and a repaint of the raster)."""
         rec = self._recording
         if rec is None:
             return
+        self._place_marks()
         t = int(np.clip(self.cursor, 48, max(48, rec.T - 16)))
         self._clock.object = f"frame <b>{t}</b> / {rec.T - 1} · t = {rec.prep.time[t]:.2f} s · {self._split_of(rec, t)}"
         loc = self._location
@@ -740,8 +761,7 @@ class ForecastView(pn.viewable.Viewer):
             return
         t = int(np.clip(self.cursor, 48, max(48, rec.T - 16)))
         time_s = rec.prep.time
-        for span, box in self._raster_marks.values():
-            span.location = float(time_s[t])
+        for box in self._raster_marks.values():
             box.left = float(time_s[t])
             box.right = float(time_s[min(rec.T - 1, t + 15)])
 
@@ -915,11 +935,18 @@ class ForecastView(pn.viewable.Viewer):
 
     # ================================================================= layout
     def _build_widgets(self) -> None:
-        self._player = pn.widgets.Player.from_param(
-            self.param.cursor, start=48, end=1000, interval=100, loop_policy="loop", show_loop_controls=False,
-            width=330, css_classes=["pocoviz-player"], show_value=False, name="",
-        )  # fmt: skip
-        self.param.watch(lambda e: setattr(self._player, "interval", int(round(1000 / e.new))), "fps")
+        # Playback is driven by a server-side clock (not a browser timer): the browser sends nothing
+        # per frame, so a slow client drops frames instead of slowing the recording down.
+        self._player = pn.widgets.IntSlider.from_param(
+            self.param.cursor, start=48, end=1000, width=270, css_classes=["pocoviz-scrub"], label="Cursor (frame)"
+        )
+        self._play_button = pn.widgets.Toggle(label="▶ Play", width=90, css_classes=["pocoviz-play"])
+        self._play_button.param.watch(lambda e: self._set_playing(e.new), "value")
+        self._back_button = pn.widgets.Button(label="◀ 1", width=60, css_classes=["pocoviz-step-back"])
+        self._back_button.on_click(lambda e: self.step(-1))
+        self._fwd_button = pn.widgets.Button(label="1 ▶", width=60, css_classes=["pocoviz-step-forward"])
+        self._fwd_button.on_click(lambda e: self.step(1))
+        self.param.watch(self._on_fps, "fps")
         self._adapt_button = pn.widgets.Button(label="Adapt to this recording", color="warning", visible=False,
                                                width=250, css_classes=["pocoviz-adapt"])  # fmt: skip
         self._adapt_button.on_click(self.adapt)
@@ -927,6 +954,26 @@ class ForecastView(pn.viewable.Viewer):
         self._png_button.js_on_click(args={"tool": self._save_tool}, code="tool.do.emit(undefined)")
         self._nc_download = pn.widgets.FileDownload(callback=self._export_netcdf, filename="pocoviz_forecasts.nc", embed=False,
                                                     label="Forecasts (netCDF)", width=170, css_classes=["pocoviz-netcdf"])  # fmt: skip
+
+    # ================================================================= playback
+    def step(self, frames: int = 1) -> None:
+        """Move the cursor by ``frames``, wrapping around the playable range."""
+        lo, hi = self.param.cursor.bounds
+        if hi is None or hi <= lo:
+            return
+        self.cursor = lo + (self.cursor + frames - lo) % (hi - lo + 1)
+
+    def _set_playing(self, playing: bool) -> None:
+        self._play_button.label = "⏸ Pause" if playing else "▶ Play"
+        if self._play_cb is not None:
+            self._play_cb.stop()
+            self._play_cb = None
+        if playing:
+            self._play_cb = pn.state.add_periodic_callback(lambda: self.step(1), period=int(round(1000 / self.fps)))
+
+    def _on_fps(self, event: Any) -> None:
+        if self._play_cb is not None:
+            self._play_cb.period = int(round(1000 / event.new))
 
     def __panel__(self) -> pn.viewable.Viewable:
         if self._layout is None:
@@ -956,6 +1003,7 @@ class ForecastView(pn.viewable.Viewer):
             self._adapt_button,
             pn.pane.Markdown("**Playback**", margin=(10, 10, 0, 10)),
             self._player,
+            pn.Row(self._back_button, self._play_button, self._fwd_button, margin=(0, 5)),
             widget("fps", pn.widgets.IntSlider, "Speed (frames/s)"),
             self._clock,
             pn.pane.Markdown("**Traces by**", margin=(10, 10, 0, 10)),
