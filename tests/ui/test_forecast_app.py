@@ -113,3 +113,26 @@ def test_bad_file_and_mismatched_checkpoint_show_errors_and_playback_goes_on(app
     assert play_until(page, 10) >= 58
     assert not page.external_requests, page.external_requests
     assert not [e for e in page.console_errors if "Traceback" in e], page.console_errors
+
+
+def test_exports_png_and_netcdf(app_url, page, tmp_path):
+    open_forecast(page, app_url, session="worm/worm2", models=["nlinear_demo"])
+    wait_for_forecast_lines(page, 0)
+    with page.expect_download(timeout=30_000) as png:
+        page.locator(".pocoviz-png button").click()
+    path = tmp_path / "figure.png"
+    png.value.save_as(path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 600 and height > 300  # the traces figure, not an icon
+    with page.expect_download(timeout=60_000) as nc:
+        page.locator(".pocoviz-netcdf button").click()
+    out = tmp_path / "forecasts.nc"
+    nc.value.save_as(out)
+    import xarray as xr
+
+    with xr.open_dataset(out) as ds:
+        assert "forecast_nlinear_demo" in ds and ds.attrs["recording"] == "worm/worm2"
+        assert ds["forecast_nlinear_demo"].sizes["step"] == 16
+    assert not page.external_requests, page.external_requests
