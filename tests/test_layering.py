@@ -28,10 +28,12 @@ def test_data_layer_imports_without_torch_and_without_ui_packages():
 
 
 def test_forecast_package_imports_no_ui_packages():
-    """`pocoviz.forecast` (every model, training, checkpoints, the bench helpers) never imports
+    """`pocoviz.forecast` (every model, training, checkpoints, playback, the bench helpers) and
+    `pocoviz.embeddings` never import
     panel/holoviews/bokeh/datashader."""
     code = (
-        "import sys, pocoviz.forecast as f; from pocoviz.forecast import models, checkpoint, recipes, bench;"
+        "import sys, pocoviz.forecast as f; from pocoviz.forecast import models, checkpoint, recipes, bench, playback;"
+        "import pocoviz.embeddings;"
         "f.model_kinds();"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'panel', 'holoviews', 'bokeh', 'datashader'});"
         "assert not bad, bad; print('ok')"

@@ -1,0 +1,81 @@
+"""Region separation in embedding space: silhouette against plain reference code, shuffled null,
+distance matrix, PCA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pocoviz.embeddings import pca_layout, region_distance_matrix, region_separation, silhouette_score
+
+
+def reference_silhouette(x: np.ndarray, labels: np.ndarray, metric: str = "euclidean") -> float:
+    """scikit-learn's definition, written out with loops."""
+    n = len(x)
+    if metric == "cosine":
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d = 1 - u @ u.T
+    else:
+        d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    s = np.zeros(n)
+    for i in range(n):
+        own = labels == labels[i]
+        if own.sum() <= 1:
+            continue
+        a = d[i, own & (np.arange(n) != i)].mean()
+        b = min(d[i, labels == other].mean() for other in set(labels) - {labels[i]})
+        s[i] = (b - a) / max(a, b)
+    return float(s.mean())
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_silhouette_matches_the_definition(metric, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 5)) + np.repeat(rng.normal(0, 1.5, (4, 5)), 15, axis=0)
+    labels = np.repeat(list("abcd"), 15)
+    labels[0] = "z"  # a singleton cluster counts 0
+    assert silhouette_score(x, labels, metric) == pytest.approx(reference_silhouette(x, labels, metric), abs=1e-12)
+
+
+def test_separated_regions_beat_the_null_and_unrelated_labels_do_not():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 1.0, (5, 16))
+    labels = np.repeat([f"r{i}" for i in range(5)], 40)
+    x = centers[np.repeat(np.arange(5), 40)] + rng.normal(0, 1.5, (200, 16))
+    sep = region_separation(x, labels, n_shuffles=200, seed=1)
+    assert sep["score"] > sep["null_p95"] and sep["p_value"] == pytest.approx(1 / 201)
+    assert sep["null"].shape == (200,) and abs(sep["null_mean"]) < 0.05
+    # the null is the silhouette of shuffled labels: reproduce one draw
+    assert sep["score"] == pytest.approx(silhouette_score(x, labels), abs=1e-12)
+    noise = region_separation(rng.normal(size=(200, 16)), labels, n_shuffles=200, seed=1)
+    assert noise["p_value"] > 0.05 and noise["score"] < noise["null_p95"] + 0.01
+    again = region_separation(x, labels, n_shuffles=200, seed=1)
+    np.testing.assert_array_equal(again["null"], sep["null"])
+
+
+def test_region_distance_matrix():
+    x = np.array([[0.0, 0], [0, 1], [10, 0], [10, 2], [10, 4]])
+    labels = ["a", "a", "b", "b", "b"]
+    raw = region_distance_matrix(x, labels, normalise=False)
+    assert list(raw.region.values) == ["a", "b"]
+    assert raw.sel(region="a", region_to="a") == pytest.approx(1.0)  # one pair, self-pairs excluded
+    assert raw.sel(region="b", region_to="b") == pytest.approx((2 + 4 + 2) / 3)
+    ab = np.mean([np.hypot(p[0] - q[0], p[1] - q[1]) for p in x[:2] for q in x[2:]])
+    assert raw.sel(region="a", region_to="b") == pytest.approx(ab) == raw.sel(region="b", region_to="a")
+    norm = region_distance_matrix(x, labels)
+    np.testing.assert_allclose(norm.values, [[0, 1], [1, 0]])  # each region closest to itself
+
+
+def test_pca_layout_is_the_leading_subspace_with_fixed_signs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6)) * np.array([5, 3, 1, 0.5, 0.2, 0.1])
+    y = pca_layout(x)
+    assert y.shape == (100, 2)
+    assert np.var(y[:, 0]) == pytest.approx(np.linalg.svd(x - x.mean(0), compute_uv=False)[0] ** 2 / 100, rel=1e-9)
+    perm = rng.permutation(100)
+    np.testing.assert_allclose(pca_layout(x[perm]), y[perm], atol=1e-9)  # signs do not depend on row order
+    with pytest.raises(ValueError, match="NaN"):
+        pca_layout(np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="one label per embedding"):
+        silhouette_score(x, ["a", "b"])
