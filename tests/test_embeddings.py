@@ -79,3 +79,70 @@ def test_pca_layout_is_the_leading_subspace_with_fixed_signs():
         pca_layout(np.full((3, 2), np.nan))
     with pytest.raises(ValueError, match="one label per embedding"):
         silhouette_score(x, ["a", "b"])
+
+
+# -- unit embeddings and layouts ------------------------------------------------------------------
+
+
+def tiny_poco():
+    import torch
+
+    from pocoviz.forecast import SessionInfo, build_model
+
+    torch.manual_seed(0)
+    sessions = [SessionInfo("worm/a", 4, "worm", labels=("AVAL", "", "RIML", "AVAR")), SessionInfo("fish/b", 3, "fish")]
+    return build_model("POCO", sessions, dim=8, hidden=8, self_heads=1, dim_head=8)
+
+
+def test_unit_embeddings_are_the_raw_rows_with_unit_coordinates():
+    import xarray as xr
+
+    from pocoviz.embeddings import unit_embeddings
+    from pocoviz.recordings import make_recording
+
+    model = tiny_poco()
+    rec = make_recording(np.zeros((10, 3), np.float32), sampling_rate_hz=1.0, species="fish", session="b",
+                         region=["tectum", "tectum", "hb"], x=[1.0, 2.0, 3.0], y=[0.0, 0.0, 1.0])  # fmt: skip
+    emb = unit_embeddings(model, recordings={"fish/b": rec})
+    assert emb.sizes == {"unit": 7, "dim": 8}
+    np.testing.assert_array_equal(emb["embedding"].values, model.unit_emb.weight.detach().numpy())
+    assert emb["session"].values.tolist() == ["worm/a"] * 4 + ["fish/b"] * 3
+    assert emb["unit_index"].values.tolist() == [0, 1, 2, 3, 0, 1, 2]
+    assert emb["label"].values.tolist() == ["AVAL", "", "RIML", "AVAR", "", "", ""]
+    assert emb["region"].values.tolist() == ["", "", "", "", "tectum", "tectum", "hb"]
+    assert np.isnan(emb["x"].values[:4]).all() and emb["x"].values[4:].tolist() == [1.0, 2.0, 3.0]
+    one = unit_embeddings(model, ["fish/b"])
+    np.testing.assert_array_equal(one["embedding"].values, model.unit_emb.weight.detach().numpy()[4:])
+    assert isinstance(one, xr.Dataset) and "x" not in one.coords
+    with pytest.raises(KeyError, match="not known"):
+        unit_embeddings(model, ["fish/zz"])
+    with pytest.raises(ValueError, match="has 3 units, the model 4"):
+        unit_embeddings(model, ["worm/a"], recordings={"worm/a": rec})
+    from pocoviz.forecast import SessionInfo, build_model
+
+    with pytest.raises(TypeError, match="no unit embeddings"):
+        unit_embeddings(build_model("MLP", [SessionInfo("a/b", 2, "a")]))
+
+
+def test_layouts_are_cached_on_disk_without_pickles(tmp_path):
+    from pocoviz.embeddings import cached_layout, compute_layout
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 6)), rng.normal(6, 1, (40, 6))])
+    assert cached_layout(x, "pca", cache_dir=tmp_path) is None
+    p = compute_layout(x, "pca", cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npy"))
+    assert len(files) == 1 and files[0].name.startswith("pca-")
+    np.testing.assert_array_equal(np.load(files[0], allow_pickle=False), p)
+    np.testing.assert_array_equal(cached_layout(x, "pca", cache_dir=tmp_path), p)
+    u = compute_layout(x, "umap", cache_dir=tmp_path, seed=0)
+    assert u.shape == (80, 2) and np.isfinite(u).all()
+    # UMAP keeps the two clusters apart: every point is nearer its own cluster's centre
+    a, b = u[:40].mean(0), u[40:].mean(0)
+    near_a = np.linalg.norm(u - a, axis=1) < np.linalg.norm(u - b, axis=1)
+    assert near_a[:40].all() and not near_a[40:].any()
+    np.testing.assert_array_equal(compute_layout(x, "umap", cache_dir=tmp_path, seed=0), u)  # from the cache
+    assert len(list(tmp_path.glob("umap-*.npy"))) == 1
+    assert cached_layout(x + 1e-3, "umap", cache_dir=tmp_path) is None  # other data, other key
+    with pytest.raises(ValueError, match="reducer must be one of"):
+        compute_layout(x, "tsne", cache_dir=tmp_path)

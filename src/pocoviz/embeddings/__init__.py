@@ -3,6 +3,11 @@ null, region distance matrix, spec ``poco.md`` §6) and 2-D layouts. No UI impor
 
 from __future__ import annotations
 
+from .layout import REDUCERS, cached_layout, compute_layout, layout_cache_dir, umap_layout
 from .separation import pairwise_distances, pca_layout, region_distance_matrix, region_separation, silhouette_score
+from .units import unit_embeddings
 
-__all__ = ["pairwise_distances", "pca_layout", "region_distance_matrix", "region_separation", "silhouette_score"]
+__all__ = [
+    "REDUCERS", "cached_layout", "compute_layout", "layout_cache_dir", "pairwise_distances", "pca_layout", "region_distance_matrix",
+    "region_separation", "silhouette_score", "umap_layout", "unit_embeddings",
+]  # fmt: skip
