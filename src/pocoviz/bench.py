@@ -71,7 +71,7 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-SECTIONS = ("recordings", "forecast", "app")
+SECTIONS = ("recordings", "forecast", "embeddings", "app")
 
 
 def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -104,6 +104,10 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         from pocoviz.forecast.bench import bench_forecast
 
         report["forecast"] = bench_forecast(quick)
+    if "embeddings" in only:
+        from pocoviz.embeddings.bench import bench_embeddings
+
+        report["embeddings"] = bench_embeddings(quick)
     if "app" in only:
         report["app"] = bench_app_cold_start()
         report["app"]["forecast_playback"] = bench_playback()
