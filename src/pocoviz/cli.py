@@ -259,6 +259,8 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     path = out / "demo_corpus.nc"
+    if args.layouts_only:
+        return _make_layouts(out / "models", out / "layouts")
     if not args.models_only:
         # one torch thread: with more than two, float reductions split differently and a few quantized
         # values change, so the bytes would depend on the machine's core count
@@ -276,11 +278,33 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
     if args.corpus_only:
         return 0
     rc = _make_demo_models(path, out / "models", args.seed, args.models.split(",") if args.models else None, args.device)
+    rc = rc or _make_layouts(out / "models", out / "layouts")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"assets: {total / 2**20:.1f} MiB in {out}")
     if total > 50 * 2**20:
         return _err(f"{out} holds {total / 2**20:.1f} MiB, over the 50 MB budget")
     return rc
+
+
+def _make_layouts(models_dir: Path, layouts_dir: Path) -> int:
+    """UMAP layouts of the shipped checkpoints' unit embeddings (per session and all together), so
+    that the Embeddings tab shows them at once on a fresh server (umap-learn takes about a minute)."""
+    import shutil
+    import time
+
+    from pocoviz.embeddings.layout import precompute_layouts
+    from pocoviz.forecast import available_models, load_model, model_card
+
+    if layouts_dir.exists():
+        shutil.rmtree(layouts_dir)  # layouts are keyed by the embeddings: old ones would only linger
+    layouts_dir.mkdir(parents=True)
+    for name in available_models([models_dir]):
+        if model_card(name, search=[models_dir]).get("kind") not in ("POCO", "POYO", "UICO"):
+            continue
+        t0 = time.perf_counter()
+        files = precompute_layouts(load_model(name, search=[models_dir]), layouts_dir)
+        print(f"wrote {len(files)} UMAP layouts of {name} to {layouts_dir} in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def _make_demo_models(corpus_path: Path, models_dir: Path, seed: int, names: list[str] | None, device: str | None) -> int:
@@ -393,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus-only", action="store_true", help="only the demo corpus (seconds)")
     p.add_argument("--models-only", action="store_true", help="only retrain the models on the existing corpus")
+    p.add_argument("--layouts-only", action="store_true", help="only recompute the UMAP layouts of the shipped models")
     p.add_argument("--models", default=None, help="comma-separated subset of poco_demo, mlp_demo, nlinear_demo")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_make_assets)

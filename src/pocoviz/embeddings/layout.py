@@ -85,3 +85,18 @@ def cached_layout(x: Any, reducer: Reducer = "umap", *, seed: int = 0, cache_dir
     folder = Path(cache_dir) if cache_dir is not None else layout_cache_dir()
     path = folder / f"{reducer}-{layout_key(x, reducer, full)}.npy"
     return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def precompute_layouts(model: Any, cache_dir: str | os.PathLike, reducer: Reducer = "umap", *, seed: int = 0) -> list[Path]:
+    """Layouts of every session of ``model`` and of all its sessions together, into ``cache_dir``
+    (what the Embeddings tab looks up before computing one). Returns the files."""
+    from .units import unit_embeddings
+
+    names = [s.name for s in model.sessions]
+    out = []
+    for scope in [None, *([[n] for n in names] if len(names) > 1 else [])]:
+        x = unit_embeddings(model, scope)["embedding"].values
+        compute_layout(x, reducer, seed=seed, cache_dir=cache_dir)
+        full = {**(UMAP_DEFAULTS if reducer == "umap" else {}), "seed": seed}
+        out.append(Path(cache_dir) / f"{reducer}-{layout_key(x, reducer, full)}.npy")
+    return out

@@ -33,8 +33,15 @@ def _forecast(data_dir: str | None):
     return ForecastView(data_dir=data_dir)
 
 
+def _embeddings(data_dir: str | None):
+    from .embeddings import EmbeddingsView
+
+    return EmbeddingsView(data_dir=data_dir)
+
+
 TABS.append(("Recordings", _recordings))
 TABS.append(("Forecast", _forecast))
+TABS.append(("Embeddings", _embeddings))
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

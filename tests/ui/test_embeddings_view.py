@@ -1,0 +1,81 @@
+"""The Embeddings tab's view-model without a browser: tables, layouts, linked selection,
+separation numbers against shuffled labels."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pocoviz.embeddings import region_separation, unit_embeddings
+from pocoviz.ui.embeddings import ALL, EmbeddingsView
+
+
+def wait_for(pred, timeout: float = 120.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def view(ui_data_dir):
+    v = EmbeddingsView(str(ui_data_dir))
+    v.session = "worm/worm0"
+    wait_for(lambda: "pca" in v._xy and hasattr(v, "separation") and v.separation["n"] < 200, what="worm0 PCA and separation")
+    return v
+
+
+def test_checkpoints_with_unit_embeddings_only(view):
+    assert "poco_demo" in view.param.model.objects
+    assert "mlp_demo" not in view.param.model.objects and "nlinear_demo" not in view.param.model.objects
+    assert "data:models/mismatched" in view.param.model.objects  # a POCO card under the data directory
+    assert view.param.session.objects[0] == ALL and "zebrafish/fish0" in view.param.session.objects
+
+
+def test_layout_and_colours_follow_the_table(view):
+    emb = view._emb
+    assert emb.sizes["unit"] == 112 and set(emb["session"].values) == {"worm/worm0"}
+    data = view._scatter_pipe.data
+    np.testing.assert_allclose(np.c_[data["emb_x"], data["emb_y"]], view._xy.get(view.reducer, view._xy["pca"]))
+    assert list(data["region"]) == list(emb["region"].values)
+    view.color_by = "label"
+    assert list(view._scatter_pipe.data["group"]) == list(emb["label"].values)
+    view.color_by = "region"
+    wait_for(lambda: "umap" in view._xy, what="the UMAP layout")  # computed (or read) in the background
+    view.reducer = "umap"
+    np.testing.assert_allclose(view._scatter_pipe.data["emb_x"], view._xy["umap"][:, 0])
+
+
+def test_selection_links_layout_map_and_traces(view):
+    emb = view._emb
+    view._on_scatter_select([3, 7, 20])
+    assert view._selected == [3, 7, 20]
+    marks = view._map_marks_pipe.data
+    np.testing.assert_allclose(marks["pos_x"], emb["x"].values[[3, 7, 20]])
+    paths = view._traces_pipe.data
+    assert len(paths) == 3
+    rec = view._recordings["worm/worm0"]
+    np.testing.assert_allclose(paths[1]["offset"], rec["activity"].values[:, int(emb["unit_index"].values[7])] - 4.0)
+    assert "3 selected" in view._selection_info.object
+    # a selection on the map marks the same units in the layout
+    rows = view._map_rows
+    view._on_map_select([0, 2])
+    assert view._selected == [int(rows[0]), int(rows[2])]
+    xy = view._xy[view.reducer]
+    np.testing.assert_allclose(view._marks_pipe.data["emb_x"], xy[view._selected, 0])
+
+
+def test_separation_numbers_match_the_library(view):
+    sep = view.separation
+    emb = unit_embeddings(view._model, ["worm/worm0"], recordings=view._recordings)
+    keep = emb["region"].values != ""
+    ref = region_separation(emb["embedding"].values[keep], emb["region"].values[keep], n_shuffles=200, seed=0)
+    assert sep["score"] == pytest.approx(ref["score"]) and sep["null_p95"] == pytest.approx(ref["null_p95"])
+    assert f"{sep['score']:.4f}" in view._separation.object and "200 label shuffles" in view._separation.object
+    matrix = view._heat_pipe.data
+    assert list(matrix.region.values) == sorted(set(emb["region"].values[keep]))
+    assert np.nanmin(matrix.values) == 0 and np.nanmax(matrix.values) == 1  # row-normalised
