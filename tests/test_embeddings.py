@@ -146,3 +146,25 @@ def test_layouts_are_cached_on_disk_without_pickles(tmp_path):
     assert cached_layout(x + 1e-3, "umap", cache_dir=tmp_path) is None  # other data, other key
     with pytest.raises(ValueError, match="reducer must be one of"):
         compute_layout(x, "tsne", cache_dir=tmp_path)
+
+
+def test_separation_and_distances_within_sessions():
+    """Spec §6 compares regions within a session: with groups, pairs across sessions never count,
+    labels are shuffled within a session, and the score is the mean of the sessions' scores."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(60, 4)) + np.repeat(np.eye(4)[:3] * 4, 20, axis=0)
+    b = rng.normal(size=(45, 4)) + 50  # another session far away: pooled, its regions would look alike
+    x = np.concatenate([a, b])
+    labels = np.array(list(np.repeat(["r0", "r1", "r2"], 20)) + list(np.repeat(["r0", "r1", "r2"], 15)))
+    groups = np.array(["s1"] * 60 + ["s2"] * 45)
+    sep = region_separation(x, labels, groups=groups, n_shuffles=100, seed=0)
+    s1, s2 = silhouette_score(a, labels[:60]), silhouette_score(b, labels[60:])
+    assert sep["score"] == pytest.approx((s1 + s2) / 2, abs=1e-12)
+    assert sep["group_scores"] == pytest.approx({"s1": s1, "s2": s2})
+    assert sep["score"] > sep["null_p95"] and sep["groups"] == ["s1", "s2"]
+    within = region_distance_matrix(x, labels, groups=groups, normalise=False)
+    d = lambda p, q: np.mean([np.linalg.norm(u - v) for u in p for v in q])  # noqa: E731
+    want = (d(a[:20], a[20:40]) * 400 + d(b[:15], b[15:30]) * 225) / 625
+    assert within.sel(region="r0", region_to="r1") == pytest.approx(want)
+    with pytest.raises(ValueError, match="no group holds two labels"):
+        region_separation(x, np.array(["r0"] * 105), groups=groups)

@@ -26,7 +26,8 @@ def view(ui_data_dir):
     v = EmbeddingsView(str(ui_data_dir))
     v.session = "worm/worm0"
     wait_for(lambda: "pca" in v._xy and hasattr(v, "separation") and v.separation["n"] < 200, what="worm0 PCA and separation")
-    return v
+    yield v
+    v.close()
 
 
 def test_checkpoints_with_unit_embeddings_only(view):

@@ -85,33 +85,8 @@ def silhouette_score(x: Any, labels: Sequence[Any], metric: Metric = "euclidean"
     return float(_silhouettes(d, onehot)[0])
 
 
-def region_separation(
-    x: Any, labels: Sequence[Any], *, n_shuffles: int = 200, seed: int = 0, metric: Metric = "euclidean", batch: int = 16
-) -> dict[str, Any]:
-    """The silhouette of ``labels`` against a null of shuffled labels (same label counts).
-
-    Returns ``score``; ``null`` (n_shuffles,); ``null_mean``, ``null_sd``, ``null_p95``; ``p_value``
-    = (1 + #null ≥ score) / (1 + n_shuffles); ``z`` = (score − null mean) / null sd; ``n``, and
-    ``labels`` (the distinct labels).
-    """
-    if n_shuffles < 1:
-        raise ValueError("n_shuffles must be ≥ 1")
-    d = pairwise_distances(x, metric)
-    n = d.shape[0]
-    names, codes = _codes(labels, n)
-    k = len(names)
-    if k < 2:
-        raise ValueError("a silhouette needs at least two labels")
-    eye = torch.eye(k, dtype=d.dtype)
-    code_t = torch.as_tensor(codes)
-    score = float(_silhouettes(d, eye[code_t][None])[0])
-    gen = torch.Generator().manual_seed(int(seed))
-    null = []
-    for start in range(0, n_shuffles, batch):
-        m = min(batch, n_shuffles - start)
-        perms = torch.stack([code_t[torch.randperm(n, generator=gen)] for _ in range(m)])
-        null.append(_silhouettes(d, eye[perms]))
-    null_arr = torch.cat(null).numpy()
+def _summary(score: float, null_arr: np.ndarray, n: int, names: Sequence[str], metric: str) -> dict[str, Any]:
+    n_shuffles = len(null_arr)
     sd = float(null_arr.std(ddof=1)) if n_shuffles > 1 else float("nan")
     return {
         "score": score,
@@ -127,20 +102,95 @@ def region_separation(
     }
 
 
-def region_distance_matrix(x: Any, labels: Sequence[Any], *, metric: Metric = "euclidean", normalise: bool = True) -> xr.DataArray:
+def _separation_one(d: torch.Tensor, codes: np.ndarray, k: int, n_shuffles: int, gen: torch.Generator, batch: int) -> tuple[float, np.ndarray]:
+    eye = torch.eye(k, dtype=d.dtype)
+    code_t = torch.as_tensor(codes)
+    n = len(codes)
+    score = float(_silhouettes(d, eye[code_t][None])[0])
+    null = []
+    for start in range(0, n_shuffles, batch):
+        m = min(batch, n_shuffles - start)
+        perms = torch.stack([code_t[torch.randperm(n, generator=gen)] for _ in range(m)])
+        null.append(_silhouettes(d, eye[perms]))
+    return score, torch.cat(null).numpy()
+
+
+def region_separation(
+    x: Any,
+    labels: Sequence[Any],
+    *,
+    groups: Sequence[Any] | None = None,
+    n_shuffles: int = 200,
+    seed: int = 0,
+    metric: Metric = "euclidean",
+    batch: int = 16,
+) -> dict[str, Any]:
+    """The silhouette of ``labels`` against a null of shuffled labels (same label counts).
+
+    With ``groups`` (e.g. the session of each unit) the silhouette is computed within each group
+    that has at least two labels, labels are shuffled within groups, and score and null are the
+    means over groups (spec §6 compares regions within sessions).
+
+    Returns ``score``; ``null`` (n_shuffles,); ``null_mean``, ``null_sd``, ``null_p95``; ``p_value``
+    = (1 + #null ≥ score) / (1 + n_shuffles); ``z`` = (score − null mean) / null sd; ``n``,
+    ``labels`` (the distinct labels) and, with groups, ``groups`` (those used).
+    """
+    if n_shuffles < 1:
+        raise ValueError("n_shuffles must be ≥ 1")
+    d = pairwise_distances(x, metric)
+    n = d.shape[0]
+    names, codes = _codes(labels, n)
+    gen = torch.Generator().manual_seed(int(seed))
+    if groups is None:
+        if len(names) < 2:
+            raise ValueError("a silhouette needs at least two labels")
+        score, null = _separation_one(d, codes, len(names), n_shuffles, gen, batch)
+        return _summary(score, null, n, names, metric)
+    gnames, gcodes = _codes(groups, n)
+    scores, nulls, used = [], [], []
+    for g, gname in enumerate(gnames):
+        rows = np.flatnonzero(gcodes == g)
+        sub = codes[rows]
+        present, local = np.unique(sub, return_inverse=True)
+        if len(present) < 2:
+            continue
+        idx = torch.as_tensor(rows)
+        score, null = _separation_one(d[idx][:, idx], local, len(present), n_shuffles, gen, batch)
+        scores.append(score)
+        nulls.append(null)
+        used.append(str(gname))
+    if not scores:
+        raise ValueError("no group holds two labels: no silhouette")
+    out = _summary(float(np.mean(scores)), np.mean(nulls, axis=0), n, names, metric)
+    out["groups"] = used
+    out["group_scores"] = dict(zip(used, (float(v) for v in scores)))
+    return out
+
+
+def region_distance_matrix(
+    x: Any, labels: Sequence[Any], *, groups: Sequence[Any] | None = None, metric: Metric = "euclidean", normalise: bool = True
+) -> xr.DataArray:
     """Mean pairwise distance between the embeddings of every pair of labels (spec §6).
 
-    Within a label, self-pairs are excluded. With ``normalise`` each row is min-max scaled to
-    [0, 1], as the POCO analysis does before averaging over seeds; a region closer to itself than
-    to the others then has 0 on the diagonal. Returns a DataArray (``region``, ``region_to``).
+    Within a label, self-pairs are excluded. With ``groups`` only pairs within the same group
+    (session) count: distances are summed over groups and divided by the number of such pairs.
+    With ``normalise`` each row is min-max scaled to [0, 1], as the POCO analysis does before
+    averaging over seeds; a region closer to itself than to the others then has 0 on the diagonal.
+    Returns a DataArray (``region``, ``region_to``).
     """
     d = pairwise_distances(x, metric)
     names, codes = _codes(labels, d.shape[0])
     k = len(names)
     onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), k).to(d.dtype)
-    sums = onehot.T @ d @ onehot  # (k, k)
-    counts = onehot.sum(0)
-    pairs = counts[:, None] * counts[None, :] - torch.diag(counts)  # self-pairs excluded on the diagonal
+    gcodes = np.zeros(len(codes), np.int64) if groups is None else _codes(groups, len(codes))[1]
+    sums = torch.zeros((k, k), dtype=d.dtype)
+    pairs = torch.zeros((k, k), dtype=d.dtype)
+    for g in np.unique(gcodes):
+        idx = torch.as_tensor(np.flatnonzero(gcodes == g))
+        oh = onehot[idx]
+        sums += oh.T @ d[idx][:, idx] @ oh
+        counts = oh.sum(0)
+        pairs += counts[:, None] * counts[None, :] - torch.diag(counts)  # self-pairs excluded on the diagonal
     with np.errstate(invalid="ignore", divide="ignore"):
         m = (sums / pairs).numpy()
     m[pairs.numpy() <= 0] = np.nan
@@ -151,7 +201,8 @@ def region_distance_matrix(x: Any, labels: Sequence[Any], *, metric: Metric = "e
         m = (m - lo) / span
     return xr.DataArray(
         m, dims=("region", "region_to"), coords={"region": names.astype(str), "region_to": names.astype(str)},
-        attrs={"metric": metric, "normalised": int(normalise), "description": "mean pairwise distance between units of two regions"},
+        attrs={"metric": metric, "normalised": int(normalise), "within_groups": int(groups is not None),
+               "description": "mean pairwise distance between units of two regions"},
     )  # fmt: skip
 
 

@@ -86,6 +86,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._pending: dict[str, Any] = {}  # worker results waiting for the event loop
         self._lock = threading.Lock()
         self._generation = 0
+        self._threads: list[threading.Thread] = []
         self._doc = None
         doc = pn.state.curdoc
         self._served = bool(doc is not None and doc.session_context is not None)
@@ -153,7 +154,19 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._send_all()
 
     def _start(self, fn, gen: int) -> None:
-        threading.Thread(target=fn, args=(gen,), daemon=True, name=f"pocoviz-emb-{fn.__name__}").start()
+        # not daemons: each job is bounded (seconds), and a daemon thread killed inside a torch or
+        # numba call at interpreter exit aborts the process
+        t = threading.Thread(target=fn, args=(gen,), daemon=False, name=f"pocoviz-emb-{fn.__name__}")
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Wait for the background jobs (layouts, separation) and stop the poll."""
+        self._generation += 1  # results still on their way are dropped
+        if self._periodic is not None:
+            self._periodic.stop()
+        for t in self._threads:
+            t.join(timeout)
 
     def _put(self, gen: int, key: str, value: Any) -> None:
         with self._lock:
@@ -194,8 +207,15 @@ class EmbeddingsView(pn.viewable.Viewer):
             self._put(gen, "separation", None)
             return
         x = emb["embedding"].values[keep]
-        sep = region_separation(x, regions[keep], n_shuffles=N_SHUFFLES, seed=0)
-        sep["matrix"] = region_distance_matrix(x, regions[keep])
+        sessions = emb["session"].values[keep]
+        # several sessions: regions are compared within each session (spec §6), scores averaged
+        groups = sessions if len(set(sessions)) > 1 else None
+        try:
+            sep = region_separation(x, regions[keep], groups=groups, n_shuffles=N_SHUFFLES, seed=0)
+        except ValueError:
+            self._put(gen, "separation", None)
+            return
+        sep["matrix"] = region_distance_matrix(x, regions[keep], groups=groups)
         self._put(gen, "separation", sep)
 
     def _poll(self) -> None:
@@ -427,7 +447,9 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._separation.object = (
             f"<b>Is it real?</b> Region silhouette <b>{sep['score']:.4f}</b> against {len(sep['null'])} label shuffles: "
             f"null mean {sep['null_mean']:.4f}, 95th percentile {sep['null_p95']:.4f}, p = {sep['p_value']:.3f} "
-            f"(z = {sep['z']:.1f}; {sep['n']} units, {len(sep['labels'])} regions) — <b>{verdict}</b>."
+            f"(z = {sep['z']:.1f}; {sep['n']} units, {len(sep['labels'])} regions"
+            + (f"; within each of {len(sep['groups'])} sessions, averaged" if "groups" in sep else "")
+            + f") — <b>{verdict}</b>."
         )
         self.separation = sep
 
