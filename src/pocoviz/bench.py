@@ -111,6 +111,7 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
     if "app" in only:
         report["app"] = bench_app_cold_start()
         report["app"]["forecast_playback"] = bench_playback()
+        report["app"]["embeddings_tab_fresh_server"] = bench_embeddings_tab()
     report["total_s"] = round(time.perf_counter() - t0, 2)
     return report
 
@@ -188,6 +189,31 @@ def bench_app_cold_start(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
             select.select_option(label=options[-1])
             page.locator(".pocoviz-meta", has_text=options[-1].split("/")[-1]).wait_for(timeout=60_000)
             out["session_switch_s"] = round(time.perf_counter() - t2, 2)
+    return out
+
+
+def bench_embeddings_tab(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+    """A fresh ``pocoviz serve`` opened directly on the Embeddings tab (``?tab=2``): seconds from
+    navigation (server ready) until the layout's canvas shows, until the layout holds all points
+    (the shipped UMAP layout), and until the separation test is reported."""
+    out: dict[str, Any] = {}
+    with _served(chromium) as served:
+        if isinstance(served, dict):
+            return served
+        browser, url, _ = served
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(f"{url}?tab=2", wait_until="commit")
+        page.locator(".pocoviz-emb-scatter canvas").first.wait_for(state="visible", timeout=120_000)
+        out["layout_canvas_s"] = round(time.perf_counter() - t0, 2)
+        page.wait_for_function(
+            "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+            " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x && m.data.emb_x.length > 1000) return true; return false; }",
+            timeout=120_000,
+        )
+        out["layout_points_s"] = round(time.perf_counter() - t0, 2)
+        page.locator(".pocoviz-separation", has_text="Region silhouette").wait_for(timeout=180_000)
+        out["separation_s"] = round(time.perf_counter() - t0, 2)
     return out
 
 

@@ -46,3 +46,17 @@ def test_card_scores_reproduce(name):
     rep = evaluate(m, corpus, "test", device="cpu")
     card = {s["name"]: s["score"] for s in m.card["metrics"]["test"]["sessions"]}
     assert rep.session("worm/worm0").score == pytest.approx(card["worm/worm0"], abs=1e-5)
+
+
+def test_shipped_poco_unit_embeddings_separate_mouse_regions():
+    """Issue 5 acceptance on the shipped POCO: within a mouse session the unit embeddings group by
+    cortical area far above shuffled labels (spec §6), and each area's own units are its nearest."""
+    from pocoviz.embeddings import region_distance_matrix, region_separation, unit_embeddings
+
+    corpus = load_corpus(["demo"])
+    emb = unit_embeddings(load_model("poco_demo"), ["mouse/mouse0"], recordings=corpus.recordings)
+    x, regions = emb["embedding"].values, emb["region"].values
+    sep = region_separation(x, regions, n_shuffles=100, seed=0)
+    assert sep["score"] > sep["null_p95"] + 0.02 and sep["z"] > 5, {k: sep[k] for k in ("score", "null_p95", "z")}
+    m = region_distance_matrix(x, regions)
+    assert (m.values.argmin(axis=1) == range(len(m.region))).all()

@@ -71,7 +71,7 @@ class EmbeddingsView(pn.viewable.Viewer):
     model = param.Selector(default=None, objects=[], doc="POCO checkpoint")
     session = param.Selector(default=ALL, objects=[ALL], doc="One session, or all together")
     reducer = param.Selector(default="umap", objects={"UMAP": "umap", "PCA": "pca"})
-    color_by = param.Selector(default="region", objects=["region", "session", "dataset", "label"])
+    color_by = param.Selector(default="region", objects=["region", "session", "dataset", "label", "score"])
     status = param.String(default="")
 
     def __init__(self, data_dir: str | None = None, **params: Any):
@@ -80,6 +80,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._choices = embedding_models(data_dir)
         self.param.model.objects = list(self._choices.values())
         self._emb: xr.Dataset | None = None
+        self._scores = np.zeros(0)
         self._xy: dict[str, np.ndarray] = {}
         self._selected: list[int] = []
         self._recordings: dict[str, xr.Dataset] = {}
@@ -143,9 +144,11 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._generation += 1
         gen = self._generation
         self._xy = {}
+        self._scores = np.full(emb.sizes["unit"], np.nan)
         self._start(self._pca_job, gen)
         self._start(self._umap_job, gen)
         self._start(self._separation_job, gen)
+        self._start(self._score_job, gen)
         self._info.object = (
             f"<b>{emb.sizes['unit']}</b> unit embeddings ({emb.sizes['dim']}-d) of {html.escape(str(self.model))}, "
             f"{'all sessions' if sessions is None else html.escape(self.session)}; "
@@ -218,6 +221,27 @@ class EmbeddingsView(pn.viewable.Viewer):
         sep["matrix"] = region_distance_matrix(x, regions[keep], groups=groups)
         self._put(gen, "separation", sep)
 
+    def _score_job(self, gen: int) -> None:
+        """Per-unit forecast score (1 − MSE/MSE copy-last) on the test split, every 4th window."""
+        from pocoviz.forecast import ForecastCorpus, evaluate
+
+        emb = self._emb
+        names = [n for n in dict.fromkeys(emb["session"].values.tolist()) if n in self._recordings]
+        if not names:
+            return
+        try:
+            corpus = ForecastCorpus({n: self._recordings[n] for n in names}, strides={"train": 1, "val": 4, "test": 4})
+            rep = evaluate(self._model, corpus, "test", device="cpu")
+        except Exception as exc:
+            self._put(gen, "error", f"per-unit scores failed: {exc}")
+            return
+        scores = np.full(emb.sizes["unit"], np.nan)
+        sess, idx = emb["session"].values, emb["unit_index"].values
+        for name in names:
+            rows = np.flatnonzero(sess == name)
+            scores[rows] = np.asarray(rep.session(name).per_unit_score)[idx[rows]]
+        self._put(gen, "scores", scores)
+
     def _poll(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -240,10 +264,25 @@ class EmbeddingsView(pn.viewable.Viewer):
             self._send_scatter()
         if "separation" in pending:
             self._send_separation(pending["separation"])
+        if "scores" in pending:
+            self._scores = pending["scores"]
+            if self.color_by == "score":
+                self._send_scatter()
 
     # ------------------------------------------------------------------ selection
     def _colors(self) -> tuple[np.ndarray, dict[str, str]]:
         emb = self._emb
+        if self.color_by == "score":
+            from bokeh.palettes import Viridis256
+
+            s = self._scores
+            ok = np.isfinite(s)
+            lo, hi = (np.percentile(s[ok], [2, 98]) if ok.any() else (0.0, 1.0))
+            idx = np.clip(((s - lo) / max(hi - lo, 1e-9) * 255).round(), 0, 255)
+            values = np.array([f"{v:.3f}" if np.isfinite(v) else "" for v in s])
+            colors = {v: Viridis256[int(i)] for v, i in zip(values, np.where(ok, idx, 0)) if v}
+            colors[""] = UNKNOWN_COLOR
+            return values, colors
         values = emb[self.color_by].values.astype(str) if self.color_by in emb.coords else np.full(emb.sizes["unit"], "")
         colors = region_colors(values) if self.color_by == "region" else _palette(values)
         return values, colors
@@ -274,7 +313,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._heat_pipe = hv.streams.Pipe(data=None)
         self._null_pipe = hv.streams.Pipe(data=None)
         self._map_rows = np.zeros(0, np.int64)
-        vdims = ["color", "group", "region", "session", "label", "unit"]
+        vdims = ["color", "group", "region", "session", "label", "unit", "score"]
         scatter = hv.DynamicMap(
             lambda data: hv.Points(data if data is not None else {k: [] for k in ["emb_x", "emb_y", *vdims]}, ["emb_x", "emb_y"], vdims),
             streams=[self._scatter_pipe],
@@ -375,7 +414,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._scatter_pipe.send({
             "emb_x": xy[:, 0], "emb_y": xy[:, 1], "color": np.array([colors.get(v, UNKNOWN_COLOR) for v in values]), "group": values,
             "region": emb["region"].values, "session": emb["session"].values, "label": emb["label"].values,
-            "unit": emb["unit_index"].values,
+            "unit": emb["unit_index"].values, "score": np.round(self._scores, 4),
         })  # fmt: skip
         self._send_map()
         self._send_selection()
