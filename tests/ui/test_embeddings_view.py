@@ -95,3 +95,19 @@ def test_colour_by_per_unit_forecast_score(view):
     best, worst = int(np.nanargmax(want)), int(np.nanargmin(want))
     assert data["color"][best] != data["color"][worst]
     view.color_by = "region"
+
+
+def test_large_sets_go_through_datashader(view, monkeypatch):
+    import pocoviz.ui.embeddings as mod
+
+    monkeypatch.setattr(mod, "DATASHADE_ABOVE", 50)  # worm0 has 112 units
+    view._send_scatter()
+    assert view._scatter_pane.object is not view._scatter_glyphs
+    import holoviews as hv
+
+    image = view._scatter_pane.object[()]  # the datashaded layout, aggregated once
+    alpha = np.asarray(image.dimension_values(image.vdims[-1], flat=False))
+    assert isinstance(image, hv.RGB) and (alpha > 0).sum() > 50  # points drawn into the image
+    monkeypatch.setattr(mod, "DATASHADE_ABOVE", 20_000)
+    view._send_scatter()
+    assert view._scatter_pane.object is view._scatter_glyphs

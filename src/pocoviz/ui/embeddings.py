@@ -33,6 +33,8 @@ hv.Store.set_current_backend("bokeh")
 EMBEDDING_KINDS = ("POCO", "POYO", "UICO")
 ALL = "(all sessions)"
 MAX_TRACES = 8
+#: above this many units the layout is drawn by Datashader (select units on the map then)
+DATASHADE_ABOVE = 20_000
 N_SHUFFLES = 200
 SIZE = 430
 
@@ -326,7 +328,8 @@ class EmbeddingsView(pn.viewable.Viewer):
         marks = hv.DynamicMap(
             lambda data: hv.Points(data if data is not None else {"emb_x": [], "emb_y": []}, ["emb_x", "emb_y"]), streams=[self._marks_pipe]
         ).opts(marker="circle", size=11, fill_alpha=0, line_color="black", line_width=1.5)
-        self._scatter_pane = pn.pane.HoloViews(scatter * marks, css_classes=["pocoviz-emb-scatter"], linked_axes=False)
+        self._scatter_glyphs = scatter * marks
+        self._scatter_pane = pn.pane.HoloViews(self._scatter_glyphs, css_classes=["pocoviz-emb-scatter"], linked_axes=False)
 
         mdims = ["color", "region", "label", "unit"]
         map_points = hv.DynamicMap(
@@ -411,6 +414,21 @@ class EmbeddingsView(pn.viewable.Viewer):
             self._scatter_pipe.send(None)
             return
         values, colors = self._colors()
+        if len(values) > DATASHADE_ABOVE:
+            # too many glyphs for the browser: Datashader draws them (select on the map instead)
+            import datashader
+            from holoviews.operation.datashader import datashade, dynspread
+
+            pts = hv.Points({"emb_x": xy[:, 0], "emb_y": xy[:, 1], "group": values}, ["emb_x", "emb_y"], ["group"])
+            shaded = dynspread(datashade(pts, aggregator=datashader.count_cat("group"), color_key=colors))
+            self._scatter_pane.object = shaded.opts(
+                width=SIZE, height=SIZE, xaxis=None, yaxis=None, title=f"unit embeddings ({len(values)} units, Datashader)"
+            )
+            self._send_map()
+            self._send_selection()
+            return
+        if self._scatter_pane.object is not self._scatter_glyphs:
+            self._scatter_pane.object = self._scatter_glyphs
         self._scatter_pipe.send({
             "emb_x": xy[:, 0], "emb_y": xy[:, 1], "color": np.array([colors.get(v, UNKNOWN_COLOR) for v in values]), "group": values,
             "region": emb["region"].values, "session": emb["session"].values, "label": emb["label"].values,
