@@ -28,7 +28,7 @@ import torch
 
 from pocoviz.backend import configure_threads, describe, get_device
 from pocoviz.forecast import ForecastCorpus, TrainConfig, evaluate, finetune, make_model, train
-from pocoviz.forecast.recipes import DEMO_RECIPE, DEMO_STRIDES, SHORT_RECORDING, SHORT_RECORDING_MODELS, load_corpus
+from pocoviz.forecast.recipes import DEMO_MODELS, DEMO_RECIPE, DEMO_STRIDES, SHORT_RECORDING, SHORT_RECORDING_MODELS, load_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -106,8 +106,9 @@ def cmd_demo(a) -> None:
     cfg = replace(DEMO_RECIPE, steps=a.steps or DEMO_RECIPE.steps)
     for seed in a.seeds:
         for kind in a.models:
-            _, res, rep = run_one(kind, corpus, cfg, seed, {}, a.device)
-            emit(a.out, record_of("demo", kind, seed, "demo-recipe", {}, cfg, res, rep))
+            kw = dict(DEMO_MODELS[f"{kind.lower()}_demo"][1]) if f"{kind.lower()}_demo" in DEMO_MODELS else {}
+            _, res, rep = run_one(kind, corpus, cfg, seed, kw, a.device)
+            emit(a.out, record_of("demo", kind, seed, "demo-recipe" + (f"|{json.dumps(kw, sort_keys=True)}" if kw else ""), kw, cfg, res, rep))
 
 
 def cmd_worms(a) -> None:
