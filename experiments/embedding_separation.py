@@ -41,11 +41,12 @@ def main() -> None:
             if len(set(lab[keep])) < 2:
                 continue
             x = emb["embedding"].values[keep]
-            sep = region_separation(x, lab[keep], n_shuffles=a.shuffles, seed=0)
-            m = region_distance_matrix(x, lab[keep]).values
+            groups = emb["session"].values[keep] if len(scope) > 1 else None  # within sessions (spec §6)
+            sep = region_separation(x, lab[keep], groups=groups, n_shuffles=a.shuffles, seed=0)
+            m = region_distance_matrix(x, lab[keep], groups=groups).values
             diag_rank = float(np.mean([np.nanargmin(row) == i for i, row in enumerate(m)]))  # rows whose own region is nearest
             rec = {
-                "model": str(a.model), "by": by, "scope": scope[0] if len(scope) == 1 else "all", "n": sep["n"], "groups": len(sep["labels"]),
+                "model": str(a.model), "by": by, "scope": scope[0] if len(scope) == 1 else "all (within sessions)", "n": sep["n"], "groups": len(sep["labels"]),
                 "silhouette": sep["score"], "null_mean": sep["null_mean"], "null_p95": sep["null_p95"], "p_value": sep["p_value"], "z": sep["z"],
                 "self_nearest_fraction": diag_rank,
             }  # fmt: skip

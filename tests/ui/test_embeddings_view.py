@@ -77,7 +77,7 @@ def test_separation_numbers_match_the_library(view):
     ref = region_separation(emb["embedding"].values[keep], emb["region"].values[keep], n_shuffles=200, seed=0)
     assert sep["score"] == pytest.approx(ref["score"]) and sep["null_p95"] == pytest.approx(ref["null_p95"])
     assert f"{sep['score']:.4f}" in view._separation.object and "200 label shuffles" in view._separation.object
-    matrix = view._heat_pipe.data
+    matrix = view._heat_data
     assert list(matrix.region.values) == sorted(set(emb["region"].values[keep]))
     assert np.nanmin(matrix.values) == 0 and np.nanmax(matrix.values) == 1  # row-normalised
 

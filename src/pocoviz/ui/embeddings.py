@@ -312,8 +312,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._map_marks_pipe = hv.streams.Pipe(data=None)
         self._map_pipe = hv.streams.Pipe(data=None)
         self._traces_pipe = hv.streams.Pipe(data=None)
-        self._heat_pipe = hv.streams.Pipe(data=None)
-        self._null_pipe = hv.streams.Pipe(data=None)
+        self._heat_data: xr.DataArray | None = None
         self._map_rows = np.zeros(0, np.int64)
         vdims = ["color", "group", "region", "session", "label", "unit", "score"]
         scatter = hv.DynamicMap(
@@ -354,10 +353,10 @@ class EmbeddingsView(pn.viewable.Viewer):
             sizing_mode="stretch_width", height=290, css_classes=["pocoviz-emb-traces"], linked_axes=False,
         )  # fmt: skip
         self._heat_pane = pn.pane.HoloViews(
-            hv.DynamicMap(self._heatmap, streams=[self._heat_pipe]), width=380, height=360, css_classes=["pocoviz-emb-heat"], linked_axes=False
+            self._heatmap(None), width=380, height=360, css_classes=["pocoviz-emb-heat"], linked_axes=False
         )
         self._null_pane = pn.pane.HoloViews(
-            hv.DynamicMap(self._null, streams=[self._null_pipe]), width=380, height=260, css_classes=["pocoviz-emb-null"], linked_axes=False
+            self._null(None), width=380, height=260, css_classes=["pocoviz-emb-null"], linked_axes=False
         )
 
     @staticmethod
@@ -372,7 +371,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         rows = [(str(b), str(a), float(data.sel(region=a, region_to=b))) for a in data.region.values for b in data.region_to.values]
         return hv.HeatMap(rows, ["region_to", "region"], "distance").opts(
             cmap="viridis", colorbar=True, tools=["hover"], xrotation=45, width=380, height=360,
-            title="mean distance between regions (row-normalised)", xlabel="", ylabel="",
+            title="region distances (row-normalised)", xlabel="", ylabel="",
         )  # fmt: skip
 
     @staticmethod
@@ -393,8 +392,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._send_scatter()
         self._send_map()
         self._send_selection()
-        self._heat_pipe.send(None)
-        self._null_pipe.send(None)
+        self._set_separation_plots(None)
         self._separation.object = "<i>computing the region silhouette against shuffled labels …</i>"
 
     def _current_xy(self) -> tuple[np.ndarray | None, str]:
@@ -492,14 +490,18 @@ class EmbeddingsView(pn.viewable.Viewer):
         else:
             self._selection_info.object = "Select units with the box or lasso tool, in the layout or on the map."
 
+    def _set_separation_plots(self, sep: dict | None) -> None:
+        # rare updates whose axes change (categories, ranges): new elements rather than streams
+        self._heat_data = None if sep is None else sep["matrix"]
+        self._heat_pane.object = self._heatmap(self._heat_data)
+        self._null_pane.object = self._null(None if sep is None else {"null": sep["null"], "score": sep["score"], "null_p95": sep["null_p95"]})
+
     def _send_separation(self, sep: dict | None) -> None:
         if sep is None:
             self._separation.object = "<i>fewer than two regions among these units: no separation test</i>"
-            self._heat_pipe.send(None)
-            self._null_pipe.send(None)
+            self._set_separation_plots(None)
             return
-        self._heat_pipe.send(sep["matrix"])
-        self._null_pipe.send({"null": sep["null"], "score": sep["score"], "null_p95": sep["null_p95"]})
+        self._set_separation_plots(sep)
         verdict = "above chance" if sep["score"] > sep["null_p95"] else "not above chance"
         self._separation.object = (
             f"<b>Is it real?</b> Region silhouette <b>{sep['score']:.4f}</b> against {len(sep['null'])} label shuffles: "
