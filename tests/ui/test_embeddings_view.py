@@ -85,11 +85,13 @@ def test_separation_numbers_match_the_library(view):
 def test_colour_by_per_unit_forecast_score(view):
     from pocoviz.forecast import ForecastCorpus, evaluate
 
+    assert not np.isfinite(view._scores).any()  # computed only once asked for
+    view.color_by = "score"
     wait_for(lambda: np.isfinite(view._scores).any(), what="per-unit scores")
     corpus = ForecastCorpus({"worm/worm0": view._recordings["worm/worm0"]}, strides={"train": 1, "val": 4, "test": 4})
     want = evaluate(view._model, corpus, "test", device="cpu").session("worm/worm0").per_unit_score
     np.testing.assert_allclose(view._scores, want, rtol=1e-6)
-    view.color_by = "score"
+    view._send_scatter()
     data = view._scatter_pipe.data
     np.testing.assert_allclose(data["score"], np.round(want, 4))
     best, worst = int(np.nanargmax(want)), int(np.nanargmin(want))

@@ -82,40 +82,59 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     holders = [pn.Column(sizing_mode="stretch_width") for _ in TABS]
     tabs = pn.Tabs(*[(title, holder) for (title, _), holder in zip(TABS, holders)], dynamic=True, sizing_mode="stretch_width")
 
+    loading: set[int] = set()  # holders showing the loading placeholder
+
     def build(index: int) -> None:
         holder = holders[index]
-        if len(holder) == 0:
+        if len(holder) == 0 or index in loading:
+            loading.discard(index)
             try:
-                holder.append(TABS[index][1](folder))
+                view = TABS[index][1](folder)
             except Exception as exc:  # a view that cannot start must not take the app down
                 import traceback
 
                 traceback.print_exc()
-                holder.append(pn.pane.Alert(f"This view could not start: {html.escape(str(exc))}", alert_type="danger"))
+                view = pn.pane.Alert(f"This view could not start: {html.escape(str(exc))}", alert_type="danger")
+            holder[:] = [view]
 
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        # served: send the page at once, build the first view once the browser is connected
-        start_warmup()
-        holders[0].append(
-            pn.Row(
-                pn.indicators.LoadingSpinner(value=True, size=28, name="", margin=(12, 10)),
-                pn.pane.Markdown("Loading the demo corpus …", margin=(10, 5)),
-                css_classes=["pocoviz-loading"],
+    def placeholder(index: int) -> None:
+        if len(holders[index]) == 0:
+            loading.add(index)
+            holders[index].append(
+                pn.Row(
+                    pn.indicators.LoadingSpinner(value=True, size=28, name="", margin=(12, 10)),
+                    pn.pane.Markdown("Loading the demo corpus …" if index == 0 else f"Loading {TABS[index][0]} …", margin=(10, 5)),
+                    css_classes=["pocoviz-loading"],
+                )
             )
-        )
+
+    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    if served:
+        # send the page at once and build the open view once the browser is connected (a link may
+        # open any tab: ?tab=2); tabs opened before that show a placeholder until then
+        start_warmup()
+        connected = {"yes": False}
+
+        def on_active(event) -> None:
+            if connected["yes"]:
+                build(event.new)
+            else:
+                placeholder(event.new)
+
+        tabs.param.watch(on_active, "active")
+        if pn.state.location is not None:
+            pn.state.location.sync(tabs, {"active": "tab"})  # the open tab is part of a shareable link
+        placeholder(tabs.active)
 
         def build_first() -> None:
             wait_warmup()
-            view = TABS[0][1](folder)
-            holders[0][:] = [view]
+            connected["yes"] = True
+            build(tabs.active)
 
         pn.state.onload(build_first)
     else:
         build(0)
-    tabs.param.watch(lambda event: build(event.new), "active")
-    if pn.state.location is not None:
-        # the open tab is part of a shareable link (?tab=1 opens the Forecast tab)
-        pn.state.location.sync(tabs, {"active": "tab"})
+        tabs.param.watch(lambda event: build(event.new), "active")
     template = pn.template.BootstrapTemplate(
         title="pocoviz",
         sidebar=[_sidebar(folder)],

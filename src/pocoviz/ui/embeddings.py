@@ -83,6 +83,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self.param.model.objects = list(self._choices.values())
         self._emb: xr.Dataset | None = None
         self._scores = np.zeros(0)
+        self._scores_started = False
         self._xy: dict[str, np.ndarray] = {}
         self._selected: list[int] = []
         self._recordings: dict[str, xr.Dataset] = {}
@@ -150,7 +151,9 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._start(self._pca_job, gen)
         self._start(self._umap_job, gen)
         self._start(self._separation_job, gen)
-        self._start(self._score_job, gen)
+        self._scores_started = False
+        if self.color_by == "score":
+            self._start_scores()
         self._info.object = (
             f"<b>{emb.sizes['unit']}</b> unit embeddings ({emb.sizes['dim']}-d) of {html.escape(str(self.model))}, "
             f"{'all sessions' if sessions is None else html.escape(self.session)}; "
@@ -222,6 +225,13 @@ class EmbeddingsView(pn.viewable.Viewer):
             return
         sep["matrix"] = region_distance_matrix(x, regions[keep], groups=groups)
         self._put(gen, "separation", sep)
+
+    @param.depends("color_by", watch=True)
+    def _start_scores(self) -> None:
+        """Per-unit scores cost a test-split pass of the model: computed when first asked for."""
+        if self.color_by == "score" and self._emb is not None and not self._scores_started:
+            self._scores_started = True
+            self._start(self._score_job, self._generation)
 
     def _score_job(self, gen: int) -> None:
         """Per-unit forecast score (1 − MSE/MSE copy-last) on the test split, every 4th window."""
