@@ -168,3 +168,15 @@ def test_separation_and_distances_within_sessions():
     assert within.sel(region="r0", region_to="r1") == pytest.approx(want)
     with pytest.raises(ValueError, match="no group holds two labels"):
         region_separation(x, np.array(["r0"] * 105), groups=groups)
+
+
+def test_session_embeddings_add_the_mean_unit_embedding():
+    from pocoviz.embeddings import session_embeddings
+
+    model = tiny_poco()
+    se = session_embeddings(model)
+    assert se["session"].values.tolist() == ["worm/a", "fish/b"] and se["dataset"].values.tolist() == ["worm", "fish"]
+    u = model.unit_emb.weight.detach().numpy()
+    s = model.session_emb.weight.detach().numpy()
+    np.testing.assert_allclose(se["embedding"].values[0], s[0] + u[:4].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(se["embedding"].values[1], s[1] + u[4:].mean(0), rtol=1e-6)

@@ -43,7 +43,7 @@ def test_layout_selection_map_and_traces(app_url, page, screenshot_dir):
     traces = [n for k, n in sources.items() if k == "color,unit,xs,ys"]
     assert traces and 0 < max(traces) <= 8, sources
     page.screenshot(path=screenshot_dir / "embeddings_tab.png", full_page=True)
-    page.locator(".pocoviz-emb-null canvas").first.scroll_into_view_if_needed()
+    page.locator(".pocoviz-emb-sessions canvas").first.scroll_into_view_if_needed()
     expect(page.locator(".pocoviz-emb-heat canvas").first).to_be_visible(timeout=30_000)
     page.wait_for_timeout(800)
     page.screenshot(path=screenshot_dir / "embeddings_separation.png")

@@ -113,3 +113,12 @@ def test_large_sets_go_through_datashader(view, monkeypatch):
     monkeypatch.setattr(mod, "DATASHADE_ABOVE", 20_000)
     view._send_scatter()
     assert view._scatter_pane.object is view._scatter_glyphs
+
+
+def test_session_embeddings_panel(view):
+    import holoviews as hv
+
+    plot = view._sessions_pane.object
+    points = next(el for el in plot if isinstance(el, hv.Points))
+    assert list(points.dimension_values("session")) == [s.name for s in view._model.sessions]
+    assert set(points.dimension_values("dataset")) == {"zebrafish", "mouse", "worm"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from .layout import REDUCERS, cached_layout, compute_layout, layout_cache_dir, umap_layout
 from .separation import pairwise_distances, pca_layout, region_distance_matrix, region_separation, silhouette_score
-from .units import unit_embeddings
+from .units import session_embeddings, unit_embeddings
 
 __all__ = [
     "REDUCERS", "cached_layout", "compute_layout", "layout_cache_dir", "pairwise_distances", "pca_layout", "region_distance_matrix",
-    "region_separation", "silhouette_score", "umap_layout", "unit_embeddings",
+    "region_separation", "session_embeddings", "silhouette_score", "umap_layout", "unit_embeddings",
 ]  # fmt: skip

@@ -96,3 +96,30 @@ def unit_embeddings(
         coords=coords,
         attrs={"model_kind": str(getattr(model, "kind", "")), "description": "raw unit-embedding rows (no session/dataset terms)"},
     )
+
+
+def session_embeddings(model: Any) -> xr.Dataset:
+    """One vector per session (spec §6): its session embedding plus the mean of its unit embeddings.
+
+    Returns ``embedding`` (session, dim) float32 with coords ``session`` (names), ``dataset`` and
+    ``n_units``.
+    """
+    table = getattr(model, "session_emb", None)
+    if table is None or getattr(model, "unit_emb", None) is None:
+        raise TypeError(f"a {getattr(model, 'kind', type(model).__name__)} model has no session embeddings (POCO, POYO and UICO do)")
+    sess = table.weight.detach().float().cpu().numpy()
+    units = model.unit_emb.weight.detach().float().cpu().numpy()
+    rows = []
+    for i, s in enumerate(model.sessions):
+        off = int(model.unit_offset[i])
+        rows.append(sess[i] + units[off : off + s.n_units].mean(0))
+    return xr.Dataset(
+        {"embedding": (("session", "dim"), np.stack(rows).astype(np.float32))},
+        coords={
+            "session": [s.name for s in model.sessions],
+            "dataset": ("session", [s.dataset for s in model.sessions]),
+            "n_units": ("session", [s.n_units for s in model.sessions]),
+            "dim": np.arange(sess.shape[1]),
+        },
+        attrs={"description": "session embedding + mean unit embedding per session (spec §6)"},
+    )

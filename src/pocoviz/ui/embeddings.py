@@ -101,6 +101,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._separation = pn.pane.HTML("", css_classes=["pocoviz-separation"], sizing_mode="stretch_width")
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-emb-selection"])
         self._progress = pn.indicators.Progress(active=False, value=-1, width=200, visible=False)
+        self._sessions_pane = pn.pane.HoloViews(None, width=380, height=300, css_classes=["pocoviz-emb-sessions"], linked_axes=False)
         self._build_plots()
         if self.param.model.objects:
             self.model = "poco_demo" if "poco_demo" in self.param.model.objects else self.param.model.objects[0]
@@ -122,6 +123,7 @@ class EmbeddingsView(pn.viewable.Viewer):
         except Exception:
             self._recordings = {}
         names = [s.name for s in model.sessions]
+        self._sessions_pane.object = self._session_plot(model)
         self.param.session.objects = [ALL, *names]
         if self.session not in self.param.session.objects:
             self.session = ALL
@@ -370,6 +372,29 @@ class EmbeddingsView(pn.viewable.Viewer):
         )
 
     @staticmethod
+    def _session_plot(model: Any) -> hv.Element:
+        """Session vectors (session embedding + mean unit embedding, spec §6), PCA, by dataset."""
+        from pocoviz.embeddings import pca_layout, session_embeddings
+
+        se = session_embeddings(model)
+        n = se.sizes["session"]
+        xy = pca_layout(se["embedding"].values) if n >= 2 else np.zeros((n, 2))
+        datasets = se["dataset"].values.astype(str)
+        colors = _palette(datasets)
+        pts = hv.Points(
+            {"sess_x": xy[:, 0], "sess_y": xy[:, 1], "session": se["session"].values, "dataset": datasets,
+             "color": [colors[d] for d in datasets], "units": se["n_units"].values},
+            ["sess_x", "sess_y"], ["session", "dataset", "color", "units"],
+        )  # fmt: skip
+        labels = hv.Labels({"sess_x": xy[:, 0], "sess_y": xy[:, 1], "text": [str(v).split("/")[-1] for v in se["session"].values]},
+                           ["sess_x", "sess_y"], "text")  # fmt: skip
+        dx = 0.04 * (float(np.ptp(xy[:, 0])) or 1.0)
+        labels = labels.opts(text_font_size="8pt", xoffset=dx, text_align="left", text_color="#333333")
+        return (pts.opts(color="color", size=12, tools=["hover"]) * labels).opts(
+            hv.opts.Overlay(width=380, height=300, title="sessions: session + mean unit embedding (PCA)", xaxis=None, yaxis=None, padding=0.25)
+        )
+
+    @staticmethod
     def _traces(data: list | None) -> hv.Contours:
         empty = [{"time": np.array([np.nan]), "offset": np.array([np.nan]), "unit": "", "color": "#ffffff"}]
         return hv.Contours(data or empty, kdims=["time", "offset"], vdims=["unit", "color"])
@@ -562,6 +587,7 @@ class EmbeddingsView(pn.viewable.Viewer):
             self._traces_pane,
             self._separation,
             pn.Row(self._heat_pane, self._null_pane),
+            self._sessions_pane,
             sizing_mode="stretch_width",
         )
         return pn.Row(controls, plots, sizing_mode="stretch_width", css_classes=["pocoviz-embeddings"])
