@@ -138,6 +138,7 @@ class ForecastView(pn.viewable.Viewer):
         self._frame_pending = False
         self._poll_pending = False
         self._clock_cursor: int | None = None
+        self._metrics_key: tuple | None = None
         self._play_cb = None
         self._location = None
         self._last_metrics = 0.0
@@ -186,19 +187,21 @@ class ForecastView(pn.viewable.Viewer):
 
     def _apply_initial(self, state: dict[str, Any]) -> None:
         """Apply link settings in dependency order (source before session before units)."""
-        import ast
         import json
 
         def parsed(v: Any) -> Any:
-            if isinstance(v, str):
-                try:
-                    return json.loads(v)
-                except ValueError:
-                    try:  # Panel writes lists as Python literals
-                        return ast.literal_eval(v)
-                    except (ValueError, SyntaxError):
-                        return v
-            return v
+            """JSON, or a list of strings as Panel writes it (``['a', 'b']``); never evaluated."""
+            if not isinstance(v, str):
+                return v
+            try:
+                return json.loads(v)
+            except ValueError:
+                text = v.strip()
+                if text.startswith("[") and text.endswith("]"):
+                    items = [x.strip() for x in text[1:-1].split(",") if x.strip()]
+                    if all(len(x) >= 2 and x[0] == x[-1] and x[0] in "'\"" for x in items):
+                        return [x[1:-1] for x in items]
+                return v
 
         if state.get("source") in self.param.source.objects.values() and state["source"] != self.source:
             self.source = state["source"]  # loads it
@@ -805,9 +808,11 @@ class ForecastView(pn.viewable.Viewer):
             self._refresh_status()
             self._refresh_curve()
             self._request_frame()
+        # metrics only when what they cover changed: new forecasts, the cursor, the split
+        key = (self.cursor, self.metrics_over, tuple(self._seen_versions.items()))
         now = time.monotonic()
-        if changed or now - self._last_metrics > METRICS_EVERY_S:
-            self._last_metrics = now
+        if key != self._metrics_key and (changed or now - self._last_metrics > METRICS_EVERY_S):
+            self._last_metrics, self._metrics_key = now, key
             self._refresh_metrics()
 
     def _refresh_status(self) -> None:
@@ -850,8 +855,11 @@ class ForecastView(pn.viewable.Viewer):
         rows, xs, ys, colors, names = [], [], [], [], []
         region_scores: dict[str, list[str]] = {}
         ready = [r for r in self._runs if r.forecast is not None]
+        copy_per_step = None
         for run in ready:
             m = run.forecast.metrics(upto=t, split=split)
+            if copy_per_step is None and m["n_windows"]:
+                copy_per_step = m["per_step_copy_mse"]  # copy-last, over the first model's windows
             rows.append([f"<span style='color:{run.color}'>■</span> {html.escape(run.label)}", _fmt(m["score"]), _fmt(m["mse"]),
                          str(m["n_windows"]), f"{100 * run.forecast.fraction_done:.0f}%"])  # fmt: skip
             if m["n_windows"]:
@@ -861,15 +869,11 @@ class ForecastView(pn.viewable.Viewer):
                 names.append(run.label)
             for reg, s in (m.get("region_scores") or {}).items():
                 region_scores.setdefault(reg, []).append(_fmt(s))
-        if ready:
-            m0 = ready[0].forecast.metrics(upto=t, split=split)
-            if m0["n_windows"]:
-                copy_per_step = m0.get("per_step_copy_mse")
-                if copy_per_step is not None:
-                    xs.append(list(range(1, len(copy_per_step) + 1)))
-                    ys.append([float(v) for v in copy_per_step])
-                    colors.append("#999999")
-                    names.append("copy-last")
+        if copy_per_step is not None:
+            xs.append(list(range(1, len(copy_per_step) + 1)))
+            ys.append([float(v) for v in copy_per_step])
+            colors.append("#999999")
+            names.append("copy-last")
         what = "test-split windows" if split == "test" else "windows"
         header = ["model", "score", "MSE", what, "computed"]
         self._metrics_pane.object = (
