@@ -13,10 +13,10 @@ from typing import Any
 
 from pocoviz.recordings import RecordingError, resolve_in_data_dir
 
+from .sources import find_in_data_dir
+
 #: prefix of the keys of checkpoints found under the data directory
 DATA_PREFIX = "data:"
-MAX_LISTED = 200
-MAX_DEPTH = 3
 
 
 def list_models(data_dir: str | os.PathLike | None) -> dict[str, str]:
@@ -25,31 +25,13 @@ def list_models(data_dir: str | os.PathLike | None) -> dict[str, str]:
     from pocoviz.forecast.checkpoint import available_models
 
     out = {name: name for name in available_models()}
-    if data_dir is None or not Path(data_dir).is_dir():
-        return out
-    root = Path(data_dir).resolve()
-    found: list[str] = []
 
-    def walk(folder: Path, depth: int) -> None:
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError:
-            return
-        for entry in entries:
-            if len(found) >= MAX_LISTED or entry.name.startswith("."):
-                continue
-            try:
-                resolve_in_data_dir(entry, root)
-            except RecordingError:
-                continue
-            if entry.is_dir() and depth < MAX_DEPTH and entry.suffix != ".zarr":
-                walk(entry, depth + 1)
-            elif entry.suffix == ".json" and entry.with_suffix(".safetensors").is_file():
-                found.append(str(entry.relative_to(root).with_suffix("")))
+    def is_checkpoint(entry: Path) -> bool:
+        return entry.is_file() and entry.suffix == ".json" and entry.with_suffix(".safetensors").is_file()
 
-    walk(root, 1)
-    for rel in found:
-        out[f"{rel} (data directory)"] = DATA_PREFIX + rel
+    for rel in find_in_data_dir(data_dir, is_checkpoint):
+        stem = str(Path(rel).with_suffix(""))
+        out[f"{stem} (data directory)"] = DATA_PREFIX + stem
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import xarray as xr
@@ -27,18 +28,13 @@ def data_dir_from_env() -> Path | None:
     return Path(value) if value else None
 
 
-def list_sources(data_dir: str | os.PathLike | None) -> dict[str, str]:
-    """``{display name: key}`` of the demo corpus and every recording under ``data_dir``.
-
-    Keys are paths relative to ``data_dir`` (or ``"demo"``). Hidden entries are skipped; folders are
-    searched ``MAX_DEPTH`` levels deep; Zarr stores and suite2p folders count as one recording.
-    """
-    out: dict[str, str] = {DEMO_KEY: "demo"}
-    if data_dir is None:
-        return out
+def find_in_data_dir(data_dir: str | os.PathLike | None, take: Callable[[Path], bool]) -> list[str]:
+    """Paths (relative to ``data_dir``) of the entries ``take`` accepts, searched ``MAX_DEPTH``
+    folders deep, at most ``MAX_LISTED``; hidden entries and symlinks that leave the folder are
+    skipped, and a folder that ``take`` accepts is not searched further."""
+    if data_dir is None or not Path(data_dir).is_dir():
+        return []
     root = Path(data_dir).resolve()
-    if not root.is_dir():
-        return out
     found: list[str] = []
 
     def walk(folder: Path, depth: int) -> None:
@@ -50,19 +46,31 @@ def list_sources(data_dir: str | os.PathLike | None) -> dict[str, str]:
             if len(found) >= MAX_LISTED or entry.name.startswith("."):
                 continue
             try:
-                resolve_in_data_dir(entry, root)  # symlinks that leave the folder are not listed
+                resolve_in_data_dir(entry, root)
             except RecordingError:
                 continue
-            if entry.is_dir():
-                if entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr"):
-                    found.append(str(entry.relative_to(root)))
-                elif depth < MAX_DEPTH:
-                    walk(entry, depth + 1)
-            elif entry.suffix.lower() in RECORDING_SUFFIXES:
+            if take(entry):
                 found.append(str(entry.relative_to(root)))
+            elif entry.is_dir() and depth < MAX_DEPTH:
+                walk(entry, depth + 1)
 
     walk(root, 1)
-    for rel in found:
+    return found
+
+
+def _is_recording(entry: Path) -> bool:
+    if entry.is_dir():  # Zarr stores and suite2p folders count as one recording
+        return entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr")
+    return entry.suffix.lower() in RECORDING_SUFFIXES
+
+
+def list_sources(data_dir: str | os.PathLike | None) -> dict[str, str]:
+    """``{display name: key}`` of the demo corpus and every recording under ``data_dir``.
+
+    Keys are paths relative to ``data_dir`` (or ``"demo"``); see :func:`find_in_data_dir`.
+    """
+    out: dict[str, str] = {DEMO_KEY: "demo"}
+    for rel in find_in_data_dir(data_dir, _is_recording):
         out[rel] = rel
     return out
 
