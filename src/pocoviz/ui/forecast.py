@@ -36,7 +36,7 @@ from pocoviz.recordings import RecordingError
 from pocoviz.recordings.preprocess import zscore
 
 from .models import ADAPTED, FORECASTS, MODELS, list_models
-from .recordings import PreparedSession, parse_unit_ids, prepare_session
+from .recordings import PreparedSession, prepare_session, toggle_tapped_unit, units_of_region, units_with_ids, units_with_labels
 from .sources import DEMO_KEY, SOURCES, list_sources
 
 hv.Store.set_current_backend("bokeh")
@@ -481,14 +481,9 @@ class ForecastView(pn.viewable.Viewer):
         prep = rec.prep
         n = self.n_traces
         if self.select_by == "region":
-            band = next((b for b in prep.bands if b.region == self.region), None)
-            if band is None:
-                return []
-            rows = np.unique(np.linspace(band.start, band.stop - 1, min(n, band.stop - band.start)).round().astype(int))
-            return [int(prep.order[r]) for r in rows]
+            return units_of_region(prep, self.region, n)
         if self.select_by == "label":
-            labels = np.asarray(prep.ds["label"].values).astype(str)
-            return [int(i) for lab in self.labels for i in np.flatnonzero(labels == lab)][:MAX_TRACES]
+            return units_with_labels(prep, self.labels, MAX_TRACES)
         if self.select_by in ("best", "worst"):
             run = next((r for r in self._runs if r.forecast is not None), None)
             if run is None:
@@ -500,12 +495,7 @@ class ForecastView(pn.viewable.Viewer):
             ranked = ok[np.argsort(scores[ok])]
             pick = ranked[::-1][:n] if self.select_by == "best" else ranked[:n]
             return [int(i) for i in pick]
-        ids = parse_unit_ids(self.unit_ids)
-        pos = {int(u): i for i, u in enumerate(np.asarray(prep.ds["unit"].values))}
-        missing = [u for u in ids if u not in pos]
-        if missing:
-            raise ValueError(f"no unit with id {missing[:5]} in this session (ids run {min(pos)}–{max(pos)})")
-        return [pos[u] for u in ids][:MAX_TRACES]
+        return units_with_ids(prep, self.unit_ids, MAX_TRACES)
 
     @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", watch=True)
     def _update_units(self) -> None:
@@ -524,23 +514,12 @@ class ForecastView(pn.viewable.Viewer):
 
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
         rec = self._recording
-        if rec is None or y is None or not np.isfinite(y):
+        text = None if rec is None else toggle_tapped_unit(rec.prep, y, self.unit_ids if self.select_by == "units" else "", MAX_TRACES)
+        if text is None:
             return
-        row = int(round(y))
-        if not 0 <= row < len(rec.prep.order):
-            return
-        uid = int(rec.prep.ds["unit"].values[rec.prep.order[row]])
-        try:
-            current = parse_unit_ids(self.unit_ids) if self.select_by == "units" else []
-        except ValueError:
-            current = []
-        if uid in current:
-            current.remove(uid)
-        else:
-            current.append(uid)
         with param.parameterized.batch_call_watchers(self):
             self.select_by = "units"
-            self.unit_ids = ", ".join(map(str, current[-MAX_TRACES:]))
+            self.unit_ids = text
 
     # ================================================================= plots
     def _build_plots(self) -> None:

@@ -117,6 +117,51 @@ def parse_unit_ids(text: str) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def units_of_region(prep: PreparedSession, region: str | None, n: int) -> list[int]:
+    """Up to ``n`` units of ``region``, evenly spread over its rows of the sorted raster."""
+    band = next((b for b in prep.bands if b.region == region), None)
+    if band is None:
+        return []
+    rows = np.unique(np.linspace(band.start, band.stop - 1, min(n, band.stop - band.start)).round().astype(int))
+    return [int(prep.order[r]) for r in rows]
+
+
+def units_with_labels(prep: PreparedSession, labels: list[str], limit: int) -> list[int]:
+    """The units carrying any of ``labels``, in the order given, at most ``limit``."""
+    have = np.asarray(prep.ds["label"].values).astype(str)
+    return [int(i) for lab in labels for i in np.flatnonzero(have == lab)][:limit]
+
+
+def units_with_ids(prep: PreparedSession, text: str, limit: int) -> list[int]:
+    """Positions of the unit ids in ``text`` ("0-3, 7"); ValueError names ids not in the session."""
+    ids = parse_unit_ids(text)
+    pos = {int(u): i for i, u in enumerate(np.asarray(prep.ds["unit"].values))}
+    missing = [u for u in ids if u not in pos]
+    if missing:
+        raise ValueError(f"no unit with id {missing[:5]} in this session (ids run {min(pos)}–{max(pos)})")
+    return [pos[u] for u in ids][:limit]
+
+
+def toggle_tapped_unit(prep: PreparedSession, y: float | None, text: str, limit: int) -> str | None:
+    """The unit-id text after a click on raster row ``y`` (adds or removes that unit); None when
+    the click hit no row."""
+    if y is None or not np.isfinite(y):
+        return None
+    row = int(round(y))
+    if not 0 <= row < len(prep.order):
+        return None
+    uid = int(prep.ds["unit"].values[prep.order[row]])
+    try:
+        current = parse_unit_ids(text)
+    except ValueError:
+        current = []
+    if uid in current:
+        current.remove(uid)
+    else:
+        current.append(uid)
+    return ", ".join(map(str, current[-limit:]))
+
+
 class RecordingsView(pn.viewable.Viewer):
     """The Recordings tab (see module docstring)."""
 
@@ -213,22 +258,11 @@ class RecordingsView(pn.viewable.Viewer):
         prep = self._prepared
         if prep is None:
             return []
-        ds = prep.ds
         if self.select_by == "region":
-            band = next((b for b in prep.bands if b.region == self.region), None)
-            if band is None:
-                return []
-            rows = np.unique(np.linspace(band.start, band.stop - 1, min(self.n_traces, band.stop - band.start)).round().astype(int))
-            return [int(prep.order[r]) for r in rows]
+            return units_of_region(prep, self.region, self.n_traces)
         if self.select_by == "label":
-            labels = np.asarray(ds["label"].values).astype(str)
-            return [int(i) for lab in self.labels for i in np.flatnonzero(labels == lab)][:40]
-        ids = parse_unit_ids(self.unit_ids)
-        pos = {int(u): i for i, u in enumerate(np.asarray(ds["unit"].values))}
-        missing = [u for u in ids if u not in pos]
-        if missing:
-            raise ValueError(f"no unit with id {missing[:5]} in this session (ids run {min(pos)}–{max(pos)})")
-        return [pos[u] for u in ids][:40]
+            return units_with_labels(prep, self.labels, 40)
+        return units_with_ids(prep, self.unit_ids, 40)
 
     @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", watch=True)
     def _update_selection(self) -> None:
@@ -245,23 +279,12 @@ class RecordingsView(pn.viewable.Viewer):
 
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
         prep = self._prepared
-        if prep is None or y is None or not np.isfinite(y):
+        text = None if prep is None else toggle_tapped_unit(prep, y, self.unit_ids if self.select_by == "index" else "", 40)
+        if text is None:
             return
-        row = int(round(y))
-        if not 0 <= row < len(prep.order):
-            return
-        uid = int(prep.ds["unit"].values[prep.order[row]])
-        try:
-            current = parse_unit_ids(self.unit_ids) if self.select_by == "index" else []
-        except ValueError:
-            current = []
-        if uid in current:
-            current.remove(uid)
-        else:
-            current.append(uid)
         with param.parameterized.batch_call_watchers(self):
             self.select_by = "index"
-            self.unit_ids = ", ".join(map(str, current[-40:]))
+            self.unit_ids = text
 
     # ----------------------------------------------------------------------------- plots
     # Each plot is a DynamicMap fed by a Pipe and built once: changing the session or the selection
