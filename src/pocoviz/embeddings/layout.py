@@ -1,4 +1,5 @@
-"""2-D layouts of embeddings: PCA (instant) and UMAP (umap-learn), cached on disk.
+"""2-D layouts of embeddings: PCA (instant), UMAP (umap-learn) and UMAP in torch
+(:mod:`.torch_umap`, on a GPU where there is one), cached on disk.
 
 umap-learn compiles its numba kernels on first use (over a minute on a 2-core machine) and then
 takes seconds per few thousand points; a layout is therefore computed once per (embeddings,
@@ -19,10 +20,13 @@ import numpy as np
 
 from .separation import _as_tensor, pca_layout
 
-Reducer = Literal["umap", "pca"]
-REDUCERS = ("umap", "pca")
+Reducer = Literal["umap", "pca", "umap-torch"]
+REDUCERS = ("umap", "pca", "umap-torch")
 #: umap-learn settings of the POCO analysis (spec §6: ``umap.UMAP(n_components=2)``, defaults)
 UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"}
+#: the torch UMAP's settings (Euclidean only), the same graph and curve as umap-learn's defaults
+TORCH_UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1}
+_DEFAULTS = {"umap": UMAP_DEFAULTS, "umap-torch": TORCH_UMAP_DEFAULTS, "pca": {}}
 
 
 def layout_cache_dir() -> Path:
@@ -52,23 +56,43 @@ def umap_layout(x: Any, *, seed: int = 0, **settings: Any) -> np.ndarray:
     return umap.UMAP(n_components=2, random_state=seed, n_jobs=1, **opts).fit_transform(arr).astype(np.float32)
 
 
+def _cache_path(x: Any, reducer: str, seed: int, cache_dir: str | os.PathLike | None, settings: dict[str, Any]) -> Path:
+    full = {**_DEFAULTS[reducer], **settings, "seed": seed}
+    folder = Path(cache_dir) if cache_dir is not None else layout_cache_dir()
+    return folder / f"{reducer}-{layout_key(x, reducer, full)}.npy"
+
+
 def compute_layout(
-    x: Any, reducer: Reducer = "umap", *, seed: int = 0, cache_dir: str | os.PathLike | None = None, use_cache: bool = True, **settings: Any
+    x: Any,
+    reducer: Reducer = "umap",
+    *,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    device: Any = None,
+    progress: Any = None,
+    **settings: Any,
 ) -> np.ndarray:
-    """A 2-D layout (n, 2) of ``x`` by ``reducer``, read from / written to the disk cache."""
+    """A 2-D layout (n, 2) of ``x`` by ``reducer``, read from / written to the disk cache.
+    ``device`` and ``progress(fraction)`` are used by ``"umap-torch"`` (see :func:`torch_umap_layout`)."""
     if reducer not in REDUCERS:
         raise ValueError(f"reducer must be one of {REDUCERS}, got {reducer!r}")
-    full = {**(UMAP_DEFAULTS if reducer == "umap" else {}), **settings, "seed": seed}
-    folder = Path(cache_dir) if cache_dir is not None else layout_cache_dir()
-    path = folder / f"{reducer}-{layout_key(x, reducer, full)}.npy"
+    path = _cache_path(x, reducer, seed, cache_dir, settings)
     if use_cache and path.is_file():
         out = np.load(path, allow_pickle=False)
         if out.shape == (len(_as_tensor(x)), 2):
             return out
-    out = umap_layout(x, seed=seed, **settings) if reducer == "umap" else pca_layout(x).astype(np.float32)
+    if reducer == "umap":
+        out = umap_layout(x, seed=seed, **settings)
+    elif reducer == "umap-torch":
+        from .torch_umap import torch_umap_layout
+
+        out = torch_umap_layout(x, seed=seed, device=device, progress=progress, **settings)
+    else:
+        out = pca_layout(x).astype(np.float32)
     if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:  # a file object: np.save would add ".npy" to a name
                 np.save(f, out, allow_pickle=False)
@@ -81,9 +105,7 @@ def compute_layout(
 
 def cached_layout(x: Any, reducer: Reducer = "umap", *, seed: int = 0, cache_dir: str | os.PathLike | None = None, **settings: Any) -> np.ndarray | None:
     """The cached layout if there is one (never computes)."""
-    full = {**(UMAP_DEFAULTS if reducer == "umap" else {}), **settings, "seed": seed}
-    folder = Path(cache_dir) if cache_dir is not None else layout_cache_dir()
-    path = folder / f"{reducer}-{layout_key(x, reducer, full)}.npy"
+    path = _cache_path(x, reducer, seed, cache_dir, settings)
     return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
@@ -97,6 +119,5 @@ def precompute_layouts(model: Any, cache_dir: str | os.PathLike, reducer: Reduce
     for scope in [None, *([[n] for n in names] if len(names) > 1 else [])]:
         x = unit_embeddings(model, scope)["embedding"].values
         compute_layout(x, reducer, seed=seed, cache_dir=cache_dir)
-        full = {**(UMAP_DEFAULTS if reducer == "umap" else {}), "seed": seed}
-        out.append(Path(cache_dir) / f"{reducer}-{layout_key(x, reducer, full)}.npy")
+        out.append(_cache_path(x, reducer, seed, cache_dir, {}))
     return out
