@@ -11,6 +11,19 @@ FLAVELL = SHARED_DATA / "celegans_flavell_dag2023"
 TRIPLETT = SHARED_DATA / "zebrafish_tectum_triplett2018"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_layout_cache(tmp_path_factory):
+    """Layouts computed by the tests (and by the apps they serve, which inherit the environment)
+    go to a temporary cache, not the user's ~/.cache/pocoviz."""
+    old = os.environ.get("POCOVIZ_CACHE")
+    os.environ["POCOVIZ_CACHE"] = str(tmp_path_factory.mktemp("pocoviz-cache"))
+    yield
+    if old is None:
+        os.environ.pop("POCOVIZ_CACHE", None)
+    else:
+        os.environ["POCOVIZ_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real recordings in ../shared/data (present in CI); skipped with a reason when absent."""

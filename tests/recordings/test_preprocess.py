@@ -16,9 +16,9 @@ from pocoviz.recordings.preprocess import (
     split_recording,
     zscore,
 )
-from pocoviz.recordings.windows import WindowDataset, collate_padded
 from pocoviz.recordings.schema import RecordingError, make_recording, validate
 from pocoviz.recordings.synthetic import make_demo_corpus, make_session
+from pocoviz.recordings.windows import WindowDataset, collate_padded
 
 
 def _fluorescence(n_time: int = 400, n_unit: int = 6, seed: int = 0) -> np.ndarray:

@@ -48,3 +48,23 @@ def test_layout_selection_map_and_traces(app_url, page, screenshot_dir):
     page.wait_for_timeout(800)
     page.screenshot(path=screenshot_dir / "embeddings_separation.png")
     assert not page.external_requests, page.external_requests
+
+
+EMB_X_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.session !== undefined)
+    return Array.from(m.data.emb_x.slice(0, 20)); return null; }"""
+
+
+def test_torch_umap_layout_from_the_layout_buttons(app_url, page, screenshot_dir):
+    """The torch UMAP (CPU here, GPU where there is one) is computed when chosen, with its
+    progress and time reported, and replaces the points' positions."""
+    page.goto(f"{app_url}?tab=2", wait_until="domcontentloaded")
+    expect(page.locator(".pocoviz-emb-scatter canvas").first).to_be_visible(timeout=90_000)
+    page.wait_for_function(f"() => ({EMB_X_JS})() !== null", timeout=60_000)
+    before = page.evaluate(EMB_X_JS)
+    page.locator(".pocoviz-e-reducer button", has_text="torch UMAP").click()
+    expect(page.locator(".pocoviz-e-status")).to_contain_text("torch UMAP of 5070 units", timeout=120_000)
+    page.wait_for_function(f"(b) => JSON.stringify(({EMB_X_JS})()) !== JSON.stringify(b)", arg=before, timeout=30_000)
+    page.wait_for_timeout(800)
+    page.screenshot(path=screenshot_dir / "embeddings_torch_umap.png")
+    assert not page.external_requests, page.external_requests

@@ -51,6 +51,23 @@ def test_layout_and_colours_follow_the_table(view):
     np.testing.assert_allclose(view._scatter_pipe.data["emb_x"], view._xy["umap"][:, 0])
 
 
+def test_torch_umap_is_computed_when_chosen_and_shown(view):
+    from pocoviz.embeddings import torch_umap_layout
+    from pocoviz.ui.embeddings import _on_gpu, reducer_options
+
+    assert "umap-torch" in reducer_options().values()
+    if not _on_gpu():  # on a CPU it costs seconds: only computed when asked for
+        assert "umap-torch" not in view._xy and not view._torch_started
+    view.reducer = "umap-torch"
+    wait_for(lambda: "umap-torch" in view._xy, what="the torch UMAP layout")
+    xy = view._xy["umap-torch"]
+    if not _on_gpu():  # deterministic on the CPU: the same layout as the library's
+        np.testing.assert_array_equal(xy, torch_umap_layout(view._emb["embedding"].values, seed=0))
+    np.testing.assert_allclose(np.c_[view._scatter_pipe.data["emb_x"], view._scatter_pipe.data["emb_y"]], xy)
+    assert "torch UMAP of 112 units" in view._status_pane.object and not view._torch_progress.visible
+    view.reducer = "umap"
+
+
 def test_selection_links_layout_map_and_traces(view):
     emb = view._emb
     view._on_scatter_select([3, 7, 20])

@@ -64,7 +64,7 @@ def test_forecasts_land_on_the_traces_and_follow_the_cursor(view):
     regions = rec.prep.regions[units]
     assert (regions == view.region).all()
     (past_x, past), (fut_x, fut) = lines(view, "context"), lines(view, "horizon")
-    assert len(past) == 8 and len(past_x[0]) == C and len(fut_x[0]) == P + 1
+    assert len(past) == 8 and len(fut) == 8 and len(past_x[0]) == C and len(fut_x[0]) == P + 1
     dt = 1 / rec.prep.ds.attrs["sampling_rate_hz"]
     # time runs relative to the cursor: context -C..-1 frames, horizon from the last seen frame
     assert past_x[0][0] == pytest.approx(-C * dt, abs=1e-4) and fut_x[0][-1] == pytest.approx((P - 1) * dt, abs=1e-4)

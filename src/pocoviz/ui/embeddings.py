@@ -1,17 +1,21 @@
-"""Embeddings tab: a 2-D layout (UMAP or PCA) of a POCO checkpoint's unit embeddings, coloured by
+"""Embeddings tab: a 2-D layout (UMAP, torch UMAP or PCA) of a POCO checkpoint's unit embeddings, coloured by
 region, session, species or neuron label; a box/lasso selection shows those units on the position
 map and their traces, and a selection on the map marks them in the layout. "Is it real?": the
 region distance matrix (spec ``poco.md`` §6) and the region silhouette against shuffled labels.
 
 UMAP layouts come from the shipped layouts in ``assets/layouts`` or the user's disk cache; a missing
-one is computed in a background thread while the PCA layout is shown. Worker threads only compute;
-plots are fed on the session's event loop by a periodic poll.
+one is computed in a background thread while the PCA layout is shown. The torch UMAP
+(:mod:`pocoviz.embeddings.torch_umap`) runs on the backend's device: where there is a GPU it is
+computed for every choice of sessions at once (well under a second); on a CPU only when chosen,
+with a progress bar. Worker threads only compute; plots are fed on the session's event loop by a
+periodic poll.
 """
 
 from __future__ import annotations
 
 import html
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,20 @@ MAX_TRACES = 8
 DATASHADE_ABOVE = 20_000
 N_SHUFFLES = 200
 SIZE = 430
+
+
+def _on_gpu() -> bool:
+    from pocoviz.backend import get_device
+
+    try:
+        return get_device().type == "cuda"
+    except Exception:
+        return False
+
+
+def reducer_options() -> dict[str, str]:
+    """``{label: reducer}``; the torch UMAP's label says where it runs."""
+    return {"UMAP": "umap", f"torch UMAP ({'GPU' if _on_gpu() else 'CPU'})": "umap-torch", "PCA": "pca"}
 
 
 def shipped_layouts_dir() -> Path:
@@ -72,13 +90,15 @@ class EmbeddingsView(pn.viewable.Viewer):
 
     model = param.Selector(default=None, objects=[], doc="POCO checkpoint")
     session = param.Selector(default=ALL, objects=[ALL], doc="One session, or all together")
-    reducer = param.Selector(default="umap", objects={"UMAP": "umap", "PCA": "pca"})
+    reducer = param.Selector(default="umap", objects={"UMAP": "umap", "torch UMAP": "umap-torch", "PCA": "pca"})
     color_by = param.Selector(default="region", objects=["region", "session", "dataset", "label", "score"])
     status = param.String(default="")
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
+        self.param.reducer.objects = reducer_options()
         self.data_dir = data_dir
+        self._torch_started = False
         self._choices = embedding_models(data_dir)
         self.param.model.objects = list(self._choices.values())
         self._emb: xr.Dataset | None = None
@@ -101,6 +121,8 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._separation = pn.pane.HTML("", css_classes=["pocoviz-separation"], sizing_mode="stretch_width")
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-emb-selection"])
         self._progress = pn.indicators.Progress(active=False, value=-1, width=200, visible=False)
+        self._torch_progress = pn.indicators.Progress(value=0, max=100, width=200, visible=False, css_classes=["pocoviz-e-torch-progress"])
+        self._status_pane = pn.pane.HTML("", css_classes=["pocoviz-e-status"], width=260, styles={"font-size": "12px", "color": "#555"})
         self._sessions_pane = pn.pane.HoloViews(None, width=380, height=300, css_classes=["pocoviz-emb-sessions"], linked_axes=False)
         self._build_plots()
         if self.param.model.objects:
@@ -153,6 +175,10 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._start(self._pca_job, gen)
         self._start(self._umap_job, gen)
         self._start(self._separation_job, gen)
+        self._torch_started = False
+        self._torch_progress.visible = False
+        if _on_gpu() or self.reducer == "umap-torch":
+            self._start_torch()
         self._scores_started = False
         if self.color_by == "score":
             self._start_scores()
@@ -178,10 +204,12 @@ class EmbeddingsView(pn.viewable.Viewer):
         for t in self._threads:
             t.join(timeout)
 
-    def _put(self, gen: int, key: str, value: Any) -> None:
+    def _put(self, gen: int, key: str, value: Any, **more: Any) -> None:
+        """Hand results to the event loop (``more``: further keys, delivered in the same poll)."""
         with self._lock:
             if gen == self._generation:
                 self._pending[key] = value
+                self._pending.update(more)
         if not self._served:  # tests, notebooks: apply at once (served: the periodic poll does, on the loop)
             self._poll()
 
@@ -206,6 +234,31 @@ class EmbeddingsView(pn.viewable.Viewer):
                 self._put(gen, "error", f"UMAP failed: {exc}")
                 return
         self._put(gen, "umap", found)
+
+    @param.depends("reducer", watch=True)
+    def _start_torch(self) -> None:
+        """The torch UMAP: computed at once on a GPU, on a CPU when first asked for."""
+        if self._emb is not None and not self._torch_started and (self.reducer == "umap-torch" or _on_gpu()):
+            self._torch_started = True
+            self._start(self._torch_job, self._generation)
+
+    def _torch_job(self, gen: int) -> None:
+        from pocoviz.backend import get_device
+        from pocoviz.embeddings import cached_layout, compute_layout
+
+        x = self._emb["embedding"].values
+        found, note = cached_layout(x, "umap-torch"), "torch UMAP read from the layout cache"
+        if found is None:
+            device = get_device()
+            self._put(gen, "torch-progress", 0.0)
+            t0 = time.perf_counter()
+            try:
+                found = compute_layout(x, "umap-torch", device=device, progress=lambda f: self._put(gen, "torch-progress", f))
+            except Exception as exc:
+                self._put(gen, "error", f"torch UMAP failed: {exc}")
+                return
+            note = f"torch UMAP of {len(x)} units: {time.perf_counter() - t0:.1f} s on {device}"
+        self._put(gen, "umap-torch", found, **{"torch-note": note})
 
     def _separation_job(self, gen: int) -> None:
         from pocoviz.embeddings import region_distance_matrix, region_separation
@@ -263,7 +316,7 @@ class EmbeddingsView(pn.viewable.Viewer):
             return
         if "error" in pending:
             self._show_error(pending["error"])
-        for key in ("pca", "umap"):
+        for key in ("pca", "umap", "umap-torch"):
             if key in pending:
                 self._xy[key] = pending[key]
         if pending.get("umap-started") and "umap" not in self._xy:
@@ -274,7 +327,14 @@ class EmbeddingsView(pn.viewable.Viewer):
             self._progress.visible = False
             self._progress.active = False
             self.status = ""
-        if "pca" in pending or "umap" in pending:
+        if "torch-progress" in pending and "umap-torch" not in self._xy:
+            self._torch_progress.visible = True
+            self._torch_progress.value = int(round(100 * pending["torch-progress"]))
+            self.status = f"computing the torch UMAP layout: {self._torch_progress.value}%"
+        if "umap-torch" in pending:
+            self._torch_progress.visible = False
+            self.status = pending.get("torch-note", "")
+        if any(k in pending for k in ("pca", "umap", "umap-torch")):
             self._send_scatter()
         if "separation" in pending:
             self._send_separation(pending["separation"])
@@ -553,6 +613,10 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._alert.visible = True
         self.status = message
 
+    @param.depends("status", watch=True)
+    def _show_status(self) -> None:
+        self._status_pane.object = html.escape(self.status)
+
     def _clear_error(self) -> None:
         self._alert.visible = False
 
@@ -577,6 +641,8 @@ class EmbeddingsView(pn.viewable.Viewer):
             widget("reducer", pn.widgets.RadioButtonGroup, "Layout"),
             widget("color_by", pn.widgets.Select, "Colour by"),
             self._progress,
+            self._torch_progress,
+            self._status_pane,
             self._selection_info,
             width=280,
         )

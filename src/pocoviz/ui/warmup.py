@@ -13,9 +13,8 @@ def enable_kernel_cache() -> int:
     """Let numba cache Datashader's resampling kernels on disk (numba's public ``enable_caching``),
     so that a restarted server loads them instead of compiling them again. Returns how many."""
     try:
-        from numba.core.registry import CPUDispatcher
-
         import datashader.resampling as resampling
+        from numba.core.registry import CPUDispatcher
     except ImportError:
         return 0
     n = 0
@@ -30,9 +29,8 @@ def enable_kernel_cache() -> int:
 
 
 def _warm() -> None:
-    import numpy as np
-
     import holoviews as hv
+    import numpy as np
     from holoviews.operation.datashader import rasterize
 
     from .sources import SOURCES
