@@ -59,15 +59,17 @@ def _quality_sets(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
         from .units import unit_embeddings
 
         emb = unit_embeddings(load_model("poco_demo"), None, recordings=load_corpus(["demo"]).recordings)
-        keep = emb["region"].values != ""
-        sets["poco_demo_units"] = (emb["embedding"].values[keep].astype(np.float32), emb["region"].values[keep].astype(str), "region")
+        x = emb["embedding"].values.astype(np.float32)
+        sets["poco_demo_all"] = (x, emb["session"].values.astype(str), "session")
+        mouse = emb["session"].values == "mouse/mouse0"  # the session whose areas separate most (z 31)
+        sets["poco_demo_mouse0"] = (x[mouse], emb["region"].values[mouse].astype(str), "region")
     return sets
 
 
 def layout_quality(quick: bool = False, k: int = 15) -> dict[str, Any]:
     """Per data set and reducer: seconds, the fraction of 15-nearest neighbours the layout keeps
-    (:func:`neighbor_preservation`) and the 2-D silhouette by the set's labels (digit; brain region,
-    across all sessions, for the demo POCO's unit embeddings). umap-learn here is warm (compiled by the timings above)."""
+    (:func:`neighbor_preservation`) and the 2-D silhouette by the set's labels: digit; session for
+    all the demo POCO's unit embeddings; cortical area for those of mouse0. umap-learn here is warm (compiled by the timings above)."""
     out: dict[str, Any] = {"k": k}
     for name, (x, labels, by) in _quality_sets(quick).items():
         row: dict[str, Any] = {"n": len(x), "dim": x.shape[1], "labels": by, "silhouette_input": round(float(silhouette_score(x, labels)), 4)}
