@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from pocoviz.ensembles import (
-    ell_star, ensemble_risk, fit_exponent, optimal_risk, power_law_task, scaling_curves, scaling_exponent, simulate_ensembles, solve_kappa,
+    ell_star,
+    ensemble_risk,
+    fit_exponent,
+    optimal_risk,
+    power_law_task,
+    scaling_curves,
+    scaling_exponent,
+    simulate_ensembles,
+    solve_kappa,
 )
 from pocoviz.ensembles.simulate import _member_readouts
 

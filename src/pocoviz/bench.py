@@ -71,7 +71,7 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-SECTIONS = ("recordings", "forecast", "embeddings", "app")
+SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "app")
 
 
 def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -108,6 +108,10 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         from pocoviz.embeddings.bench import bench_embeddings
 
         report["embeddings"] = bench_embeddings(quick)
+    if "ensembles" in only:
+        from pocoviz.ensembles.bench import bench_ensembles
+
+        report["ensembles"] = bench_ensembles(quick)
     if "app" in only:
         report["app"] = bench_app_cold_start()
         report["app"]["forecast_playback"] = bench_playback()

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from .simulate import Simulation, simulate_ensembles
 from .theory import (
-    Risk, bias_exponent, ell_star, ensemble_risk, fit_exponent, optimal_risk, power_law_task, scaling_curves, scaling_exponent,
-    solve_kappa, variance_exponent,
+    Risk,
+    bias_exponent,
+    ell_star,
+    ensemble_risk,
+    fit_exponent,
+    optimal_risk,
+    power_law_task,
+    scaling_curves,
+    scaling_exponent,
+    solve_kappa,
+    variance_exponent,
 )
 
 __all__ = [
