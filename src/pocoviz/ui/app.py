@@ -41,7 +41,14 @@ def _embeddings(data_dir: str | None):
 
 TABS.append(("Recordings", _recordings))
 TABS.append(("Forecast", _forecast))
+def _ensembles(data_dir: str | None):
+    from .ensembles import EnsemblesView
+
+    return EnsemblesView(data_dir=data_dir)
+
+
 TABS.append(("Embeddings", _embeddings))
+TABS.append(("Ensembles", _ensembles))
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
