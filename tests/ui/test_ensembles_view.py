@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pocoviz.ensembles import ensemble_risk, optimal_risk, power_law_task
-from pocoviz.ensembles.curves import TabParams, k_values, simulate_tab, simulation_markers
+from pocoviz.ensembles.curves import SCALING_D, TabParams, k_values, simulate_tab, simulation_markers
 from pocoviz.ui.ensembles import EnsemblesView
 
 
@@ -57,6 +57,7 @@ def test_default_lines_are_the_optimal_ridge_theory(view):
     # scaling: ℓ* of the default task and slopes per ℓ in the legend
     assert "ℓ* = 0.526" in view._fig_s.title.text
     assert len(view._m_source.data["label"]) == 5 and view._m_source.data["label"][-1].startswith("ℓ = 1.0: slope −1.5")
+    assert int(view.results["scaling"]["D"]) == SCALING_D and "refining" not in view._fig_m.title.text  # the fine pass replaced the quick one
 
 
 def test_moving_alpha_or_r_redraws(view):

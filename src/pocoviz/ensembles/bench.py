@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from .curves import SCALING_D, TabParams, curves_regime, curves_scaling, curves_vs_K, curves_vs_ridge
 from .simulate import simulate_ensembles
-from .theory import ensemble_risk, optimal_risk, power_law_task, scaling_curves
+from .theory import ensemble_risk, optimal_risk, power_law_task
 
 #: the Ensembles tab's defaults (spec §5)
 DEFAULTS = {"alpha": 1.5, "r": 0.8, "D": 1000, "P": 500, "M": 512, "n_ridges": 20, "seeds": 3}
@@ -40,9 +41,9 @@ def bench_ensembles(quick: bool = False) -> dict[str, Any]:
     out["theory_E_vs_ridge_7K_x_30"] = _timed(lambda: ensemble_risk(s, w2, d["P"], (d["M"] / K)[:, None], K[:, None], ridges[None, :]), reps)
     P_cmp = np.array([d["P"] / 8, d["P"], 8 * d["P"]])
     out["theory_E_vs_K_3P_optimal_ridge"] = _timed(lambda: optimal_risk(s, w2, P_cmp[:, None], d["M"] / K[None, :], K[None, :]), reps)
-    out["theory_scaling_5ell_x_8M_D4000"] = _timed(
-        lambda: scaling_curves(d["alpha"], d["r"], np.linspace(0.2, 1.0, 5), np.logspace(2, 3, 8), P=1e5, D=4000), 2 if quick else 3
-    )
+    p = TabParams()
+    out["tab_theory_views_1_2_5"] = _timed(lambda: (curves_vs_K(p), curves_vs_ridge(p), curves_regime(p)), reps)
+    out[f"tab_scaling_views_3_4_5ell_x_8M_D{SCALING_D}"] = _timed(lambda: curves_scaling(p), 2 if quick else 3)
     sim_ridges = np.logspace(-4, 3, d["n_ridges"])
     seeds = 1 if quick else d["seeds"]
     times = []

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .simulate import Simulation, simulate_ensembles
-from .theory import bias_exponent, ell_star, ensemble_risk, fit_exponent, optimal_risk, power_law_task, scaling_exponent, variance_exponent
+from .theory import bias_exponent, ell_star, ensemble_risk, optimal_risk, power_law_task, scaling_exponent, variance_exponent
 
 #: the ridge grid of the E-vs-λ view (sum-loss units) and of the simulations
 THEORY_RIDGES = np.logspace(-4, 3, 36)
@@ -96,12 +96,12 @@ def curves_regime(p: TabParams) -> dict[str, np.ndarray]:
     return {"K": K, "P": Ps, "relative": risk.total / risk.total[:, :1], "total": risk.total}
 
 
-def curves_scaling(p: TabParams) -> dict[str, np.ndarray]:
+def curves_scaling(p: TabParams, D: int = SCALING_D) -> dict[str, np.ndarray]:
     """Views 3 and 4: optimal-ridge E vs M along N = M^ℓ (fractional; P = 10⁵, D = 16 max M), the
     fitted slopes, and the theory lines of s(ℓ) with ℓ*."""
     from .theory import scaling_curves
 
-    out = scaling_curves(p.alpha, p.r, ELLS, SCALING_M, P=SCALING_P, D=SCALING_D, noise=p.noise)
+    out = scaling_curves(p.alpha, p.r, ELLS, SCALING_M, P=SCALING_P, D=D, noise=p.noise)
     ell = np.linspace(0.0, 1.0, 101)
     out.update({
         "ell_line": ell, "bias_line": bias_exponent(ell, p.alpha, p.r), "var_line": variance_exponent(ell, p.alpha, p.r),

@@ -26,7 +26,15 @@ from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Span, Whisker
 from bokeh.plotting import figure
 
 from pocoviz.ensembles.curves import (
-    SCALING_D, SCALING_P, TabParams, curves_regime, curves_scaling, curves_vs_K, curves_vs_ridge, k_values, regime_P, simulate_tab,
+    SCALING_D,
+    SCALING_P,
+    TabParams,
+    curves_regime,
+    curves_scaling,
+    curves_vs_K,
+    curves_vs_ridge,
+    regime_P,
+    simulate_tab,
     simulation_markers,
 )
 
@@ -156,9 +164,13 @@ class EnsemblesView(pn.viewable.Viewer):
                     res = {"vs_K": curves_vs_K(p), "vs_ridge": curves_vs_ridge(p), "regime": curves_regime(p), "params": p}
                     self._on_loop(lambda res=res: self._apply_theory(res))
                 if "scaling" in what:
-                    self._on_loop(lambda: self._set_status("computing the scaling curves …"))
-                    sc = curves_scaling(p)
-                    self._on_loop(lambda sc=sc: self._apply_scaling(sc))
+                    # a quick pass at D = 4 max M (a quarter second), then the finer D = 16 max M
+                    for D in (SCALING_D // 4, SCALING_D):
+                        with self._lock:
+                            if "scaling" in self._dirty or self._closed:
+                                break  # newer settings are waiting
+                        sc = curves_scaling(p, D=D)
+                        self._on_loop(lambda sc=sc: self._apply_scaling(sc))
             except Exception as exc:  # shown in the tab, the app keeps running
                 self._on_loop(lambda exc=exc: self._set_status(f"theory failed: {exc}"))
 
@@ -184,9 +196,7 @@ class EnsemblesView(pn.viewable.Viewer):
         stop = lambda: gen != self._sim_gen or self._closed  # noqa: E731
         sim = None
         for i in range(n_seeds):
-            part = simulate_tab(
-                p, [i], progress=lambda f, i=i: self._on_loop(lambda: self._set_progress(gen, (i + f) / n_seeds)), should_stop=stop
-            )
+            part = simulate_tab(p, [i], progress=lambda f, i=i: self._on_loop(lambda: self._set_progress(gen, (i + f) / n_seeds)), should_stop=stop)
             if part is None:
                 return
             sim = part if sim is None else sim.merge(part)
@@ -278,8 +288,9 @@ class EnsemblesView(pn.viewable.Viewer):
             self._ell_span.location = ls
         star = f"ℓ* = {ls:.3f}" if np.isfinite(ls) else "r ≤ 1/2: bias-limited for every ℓ < 1"
         self._fig_s.title.text = f"scaling exponent s(ℓ); {star}"
-        if self.status.startswith("computing"):
-            self.status = ""
+        D = int(sc["D"])
+        refining = D < SCALING_D
+        self._fig_m.title.text = f"E* vs M, N = M^ℓ, K = M^(1−ℓ) (P = {SCALING_P:.0e}, D = {D}{', refining …' if refining else ''})"
 
     def _apply_simulation(self, gen: int, markers: dict[str, np.ndarray], sim: Any) -> None:
         if gen != self._sim_gen:
@@ -312,8 +323,9 @@ class EnsemblesView(pn.viewable.Viewer):
             self.status = ""
 
     def _build_plots(self) -> None:
-        def fig(title: str, x: str, y: str, x_log: bool = True, y_log: bool = True, **kw: Any):
+        def fig(title: str, x: str, y: str, name: str, x_log: bool = True, y_log: bool = True, **kw: Any):
             f = figure(
+                css_classes=[f"pocoviz-ens-{name}"],
                 width=W, height=H, title=title, x_axis_label=x, y_axis_label=y, x_axis_type="log" if x_log else "linear",
                 y_axis_type="log" if y_log else "linear", tools=TOOLS, toolbar_location="right", **kw,
             )  # fmt: skip
@@ -322,7 +334,7 @@ class EnsemblesView(pn.viewable.Viewer):
             return f
 
         # (1) E vs K
-        self._fig_k = fig("E vs K at fixed M", "K (members; N = M/K each)", "test risk E")
+        self._fig_k = fig("E vs K at fixed M", "K (members; N = M/K each)", "test risk E", "vs-k")
         self._k_sources = [ColumnDataSource({"K": [], "E": [], "N": [], "ridge": []}) for _ in P_COLORS]
         for src, color, width, name in zip(self._k_sources, P_COLORS, (1.5, 3.0, 1.5), ("P/8", "P", "8P")):
             self._fig_k.line("K", "E", source=src, color=color, line_width=width, legend_label=name)  # labels set with the data
@@ -333,12 +345,14 @@ class EnsemblesView(pn.viewable.Viewer):
         self._sim_source = ColumnDataSource({"K": [], "mean": [], "lower": [], "upper": [], "ridge": []})
         self._fig_k.scatter("K", "mean", source=self._sim_source, size=8, color="#D55E00", legend_label="simulation (± 1 s.d.)")
         self._fig_k.add_layout(Whisker(base="K", lower="lower", upper="upper", source=self._sim_source, line_color="#D55E00"))
-        self._fig_k.add_tools(HoverTool(tooltips=[("K", "@K"), ("N", "@N{0.[0]}"), ("E", "@E{0.00000}"), ("λ", "@ridge{0.[000]e}")], renderers=self._fig_k.renderers[:1]))
+        self._fig_k.add_tools(
+            HoverTool(tooltips=[("K", "@K"), ("N", "@N{0.[0]}"), ("E", "@E{0.00000}"), ("λ", "@ridge{0.[000]e}")], renderers=self._fig_k.renderers[:1])
+        )
         self._fig_k.legend.location = "top_left"
         self._fig_k.legend.ncols = 2
         self._fig_k.legend.label_text_font_size = "10px"
         # (2) E vs λ
-        self._fig_lam = fig("E vs λ per K", "ridge λ (sum loss)", "test risk E")
+        self._fig_lam = fig("E vs λ per K", "ridge λ (sum loss)", "test risk E", "vs-ridge")
         self._lam_source = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
         self._fig_lam.multi_line("xs", "ys", source=self._lam_source, color="color", line_width=2, legend_field="label")
         self._lam_sim_source = ColumnDataSource({"ridge": [], "mean": [], "color": []})
@@ -349,14 +363,14 @@ class EnsemblesView(pn.viewable.Viewer):
         self._fig_lam.legend.ncols = 2
         self._fig_lam.legend.label_text_font_size = "10px"
         # (3) E vs M along N = M^ℓ
-        self._fig_m = fig(f"E* vs M, N = M^ℓ, K = M^(1−ℓ) (P = {SCALING_P:.0e}, D = {SCALING_D})", "budget M = K·N", "optimal-ridge risk E*")
+        self._fig_m = fig("E* vs M, N = M^ℓ, K = M^(1−ℓ)", "budget M = K·N", "optimal-ridge risk E*", "vs-m")
         self._m_source = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
         self._fig_m.xaxis.ticker = FixedTicker(ticks=[100, 200, 300, 500, 700, 1000])
         self._fig_m.multi_line("xs", "ys", source=self._m_source, color="color", line_width=2, legend_field="label")
         self._fig_m.legend.location = "bottom_left"
         self._fig_m.legend.label_text_font_size = "10px"
         # (4) s(ℓ)
-        self._fig_s = fig("scaling exponent s(ℓ)", "growth exponent ℓ (N = M^ℓ)", "s: E* ∝ M^−s", x_log=False, y_log=False)
+        self._fig_s = fig("scaling exponent s(ℓ)", "growth exponent ℓ (N = M^ℓ)", "s: E* ∝ M^−s", "exponent", x_log=False, y_log=False)
         self._s_lines = ColumnDataSource({"ell": [], "bias": [], "var": [], "s": []})
         self._fig_s.line("ell", "bias", source=self._s_lines, color="#0072B2", line_dash="dashed", legend_label="bias: 2αℓ·min(r,1)")
         self._fig_s.line("ell", "var", source=self._s_lines, color="#D55E00", line_dash="dashed", legend_label="Var: 1−ℓ+2αℓ·min(r,½)")
@@ -368,7 +382,7 @@ class EnsemblesView(pn.viewable.Viewer):
         self._fig_s.legend.location = "top_left"
         self._fig_s.legend.label_text_font_size = "10px"
         # (5) regimes
-        self._fig_regime = fig("E(K)/E(1)", "K", "E(K) / E(1)")
+        self._fig_regime = fig("E(K)/E(1)", "K", "E(K) / E(1)", "regime")
         self._regime_source = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
         self._fig_regime.multi_line("xs", "ys", source=self._regime_source, color="color", line_width=2.5, legend_field="label")
         self._fig_regime.legend.location = "top_left"
@@ -424,12 +438,12 @@ class EnsemblesView(pn.viewable.Viewer):
             "Markers: simulated ensembles, exact population risk, mean ± 1 s.d. over seeds, at the ridge best on average.",
             css_classes=["pocoviz-ens-explain"], sizing_mode="stretch_width", styles={"font-size": "12px"},
         )  # fmt: skip
-        pane = lambda f, name: pn.pane.Bokeh(f, width=W + 10, height=H + 10, css_classes=[f"pocoviz-ens-{name}"])  # noqa: E731
+        pane = lambda f: pn.pane.Bokeh(f, width=W + 10, height=H + 10)  # noqa: E731  (css classes are on the figures)
         plots = pn.Column(
             self._badge,
-            pn.Row(pane(self._fig_k, "vs-k"), pane(self._fig_lam, "vs-ridge")),
-            pn.Row(pane(self._fig_m, "vs-m"), pane(self._fig_s, "exponent")),
-            pn.Row(pane(self._fig_regime, "regime"), explain),
+            pn.Row(pane(self._fig_k), pane(self._fig_lam)),
+            pn.Row(pane(self._fig_m), pane(self._fig_s)),
+            pn.Row(pane(self._fig_regime), explain),
             sizing_mode="stretch_width",
         )
         return pn.Row(controls, plots, sizing_mode="stretch_width", css_classes=["pocoviz-ensembles"])
