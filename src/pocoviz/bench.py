@@ -71,7 +71,7 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "app")
+SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "seqmem", "app")
 
 
 def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -112,6 +112,10 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         from pocoviz.ensembles.bench import bench_ensembles
 
         report["ensembles"] = bench_ensembles(quick)
+    if "seqmem" in only:
+        from pocoviz.seqmem.bench import bench_seqmem
+
+        report["seqmem"] = bench_seqmem(quick)
     if "app" in only:
         report["app"] = bench_app_cold_start()
         report["app"]["forecast_playback"] = bench_playback()
