@@ -24,6 +24,7 @@ def _nudge(page, css: str, key: str, times: int) -> None:
     handle.focus()
     for _ in range(times):
         handle.press(key)
+        page.wait_for_timeout(60)
 
 
 def test_alpha_and_r_redraw_and_simulation_adds_markers(app_url, page, screenshot_dir):

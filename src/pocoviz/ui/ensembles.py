@@ -401,8 +401,23 @@ class EnsemblesView(pn.viewable.Viewer):
         """A slider bound to parameter ``name`` through ``value_throttled``: the parameter (and the
         recomputation) changes when the slider is released, not for every pixel of a drag."""
         w = kind(name=label, value=getattr(self, name), width=250, css_classes=[f"pocoviz-ens-{name}"], **kw)
-        w.param.watch(lambda e: setattr(self, name, e.new), "value_throttled")
-        self.param.watch(lambda e: setattr(w, "value", e.new), name)
+        echo = {"from_widget": False}
+
+        def from_widget(event: Any) -> None:
+            echo["from_widget"] = True
+            try:
+                setattr(self, name, event.new)
+            finally:
+                echo["from_widget"] = False
+
+        def to_widget(event: Any) -> None:
+            # a change made elsewhere (the regime toggle sets P): move the slider; never echo the
+            # slider's own value back while the user is still moving it (that would undo key presses)
+            if not echo["from_widget"] and w.value != event.new:
+                w.value = event.new
+
+        w.param.watch(from_widget, "value_throttled")
+        self.param.watch(to_widget, name)
         return w
 
     def _build_layout(self) -> pn.viewable.Viewable:
