@@ -23,7 +23,7 @@ def wait_for(pred, timeout: float = 60.0, what: str = "condition"):
 
 
 def settled(view: EnsemblesView) -> bool:
-    return view._runner is None and "scaling" in view.results
+    return view._runner.idle and "scaling" in view.results
 
 
 @pytest.fixture

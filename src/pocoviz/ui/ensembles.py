@@ -38,6 +38,7 @@ from pocoviz.ensembles.curves import (
     simulation_markers,
 )
 
+from .jobs import LatestRunner, on_loop
 from .theme import REGION_PALETTE
 
 P_OPTIONS = [32, 64, 128, 256, 500, 1000, 2000, 4096]
@@ -80,9 +81,7 @@ class EnsemblesView(pn.viewable.Viewer):
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
         self._doc = None
-        self._lock = threading.Lock()
-        self._dirty: set[str] = set()
-        self._runner: threading.Thread | None = None
+        self._runner = LatestRunner(self._work, "pocoviz-ens-theory")
         self._sim_thread: threading.Thread | None = None
         self._sim_gen = 0
         self._closed = False
@@ -95,7 +94,7 @@ class EnsemblesView(pn.viewable.Viewer):
         self._ridge_note = pn.pane.HTML("", css_classes=["pocoviz-ens-ridge"], width=260, styles={"font-size": "12px"})
         self._progress = pn.indicators.Progress(value=0, max=100, width=240, visible=False, css_classes=["pocoviz-ens-progress"])
         self._update_ridge_note()
-        self._request("theory", "scaling")
+        self._runner.request("theory", "scaling")
 
     # ------------------------------------------------------------------ parameters
     def params(self) -> TabParams:
@@ -106,13 +105,13 @@ class EnsemblesView(pn.viewable.Viewer):
 
     @param.depends("alpha", "r", "noise", watch=True)
     def _on_task(self) -> None:
-        self._request("theory", "scaling")
+        self._runner.request("theory", "scaling")
         self._restart_simulation()
 
     @param.depends("D", "P", "M", "ridge_mode", "log_ridge", watch=True)
     def _on_setting(self) -> None:
         self._update_ridge_note()
-        self._request("theory")
+        self._runner.request("theory")
         self._restart_simulation()
 
     @param.depends("regime", watch=True)
@@ -143,36 +142,22 @@ class EnsemblesView(pn.viewable.Viewer):
             self._ridge_note.object = f"λ = {_fmt(lam)} (sum loss), λ/P = {_fmt(lam / int(self.P))}"
 
     # ------------------------------------------------------------------ background work
-    def _request(self, *what: str) -> None:
-        """Recompute ``what`` ("theory", "scaling") with the latest settings; one job at a time."""
-        with self._lock:
-            self._dirty.update(what)
-            if self._runner is None or not self._runner.is_alive():
-                self._runner = threading.Thread(target=self._run, daemon=False, name="pocoviz-ens-theory")
-                self._runner.start()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._dirty or self._closed:
-                    self._runner = None
-                    return
-                what, self._dirty = self._dirty, set()
-            p = self.params()
-            try:
-                if "theory" in what:
-                    res = {"vs_K": curves_vs_K(p), "vs_ridge": curves_vs_ridge(p), "regime": curves_regime(p), "params": p}
-                    self._on_loop(lambda res=res: self._apply_theory(res))
-                if "scaling" in what:
-                    # a quick pass at D = 4 max M (a quarter second), then the finer D = 16 max M
-                    for D in (SCALING_D // 4, SCALING_D):
-                        with self._lock:
-                            if "scaling" in self._dirty or self._closed:
-                                break  # newer settings are waiting
-                        sc = curves_scaling(p, D=D)
-                        self._on_loop(lambda sc=sc: self._apply_scaling(sc))
-            except Exception as exc:  # shown in the tab, the app keeps running
-                self._on_loop(lambda exc=exc: self._set_status(f"theory failed: {exc}"))
+    def _work(self, what: set[str]) -> None:
+        """Theory for ``what`` ("theory": views 1, 2, 5; "scaling": views 3, 4) at the current settings."""
+        p = self.params()
+        try:
+            if "theory" in what:
+                res = {"vs_K": curves_vs_K(p), "vs_ridge": curves_vs_ridge(p), "regime": curves_regime(p), "params": p}
+                self._on_loop(lambda res=res: self._apply_theory(res))
+            if "scaling" in what:
+                # a quick pass at D = 4 max M (a quarter second), then the finer D = 16 max M
+                for D in (SCALING_D // 4, SCALING_D):
+                    if self._runner.pending("scaling"):
+                        break  # newer settings are waiting
+                    sc = curves_scaling(p, D=D)
+                    self._on_loop(lambda sc=sc: self._apply_scaling(sc))
+        except Exception as exc:  # shown in the tab, the app keeps running
+            self._on_loop(lambda exc=exc: self._set_status(f"theory failed: {exc}"))
 
     def _restart_simulation(self) -> None:
         self._sim_gen += 1
@@ -207,18 +192,12 @@ class EnsemblesView(pn.viewable.Viewer):
         """Stop the simulation, and wait for the background jobs."""
         self._closed = True
         self._sim_gen += 1
-        for t in (self._runner, self._sim_thread):
-            if t is not None:
-                t.join(timeout)
+        self._runner.close(timeout)
+        if self._sim_thread is not None:
+            self._sim_thread.join(timeout)
 
     def _on_loop(self, fn) -> None:
-        """Run ``fn`` on the session's event loop (Bokeh edits need the document lock); directly
-        when not served (tests, notebooks)."""
-        doc = self._doc
-        if doc is None or doc.session_context is None:
-            fn()
-        else:
-            doc.add_next_tick_callback(fn)
+        on_loop(self._doc, fn)
 
     # ------------------------------------------------------------------ drawing
     def _set_status(self, text: str) -> None:
