@@ -48,7 +48,14 @@ def _ensembles(data_dir: str | None):
 
 
 TABS.append(("Embeddings", _embeddings))
+def _seqmem(data_dir: str | None):
+    from .seqmem import SeqMemView
+
+    return SeqMemView(data_dir=data_dir)
+
+
 TABS.append(("Ensembles", _ensembles))
+TABS.append(("Sequence memory", _seqmem))
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -379,7 +379,7 @@ class EnsemblesView(pn.viewable.Viewer):
     def _slider(self, name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
         """A slider bound to parameter ``name`` through ``value_throttled``: the parameter (and the
         recomputation) changes when the slider is released, not for every pixel of a drag."""
-        w = kind(name=label, value=getattr(self, name), width=250, css_classes=[f"pocoviz-ens-{name}"], **kw)
+        w = kind(label=label, value=getattr(self, name), width=250, css_classes=[f"pocoviz-ens-{name}"], **kw)
         echo = {"from_widget": False}
 
         def from_widget(event: Any) -> None:
@@ -402,7 +402,7 @@ class EnsemblesView(pn.viewable.Viewer):
     def _build_layout(self) -> pn.viewable.Viewable:
         def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
             kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], name=label, css_classes=[f"pocoviz-ens-{name}"], **kw)
+            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-ens-{name}"], **kw)
 
         controls = pn.Column(
             pn.pane.Markdown("**Task** (Gaussian, power law)", margin=(5, 10, 0, 10)),
