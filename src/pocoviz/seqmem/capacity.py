@@ -101,10 +101,23 @@ def _crossing(grid: np.ndarray, rate: np.ndarray, level: float) -> float:
 
 
 def capacity_estimate(
-    N: int, degree: Degree, *, c: float = 0.1, n_seq: int = 8, factors: Any = None, seed: int = 0, device: Any = None, progress: Any = None
+    N: int,
+    degree: Degree,
+    *,
+    c: float = 0.1,
+    n_seq: int = 8,
+    factors: Any = None,
+    stop_below: float | None = 0.5,
+    seed: int = 0,
+    device: Any = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Simulated ``P_T(c)`` and ``P_S(c)`` for a DenseNet of N neurons: success rates on the grid
-    ``theory P_T × factors`` (default 2^(k/2), k = −7..2), then :func:`_crossing` at 1 − c."""
+    ``theory P_T × factors`` (default 2^(k/2), k = −7..2), then :func:`_crossing` at 1 − c.
+
+    The grid stops after the first P where both rates are below ``stop_below`` (larger P cost the
+    most and cannot move a crossing at any success level above it: with the default 0.5 the
+    crossings for every c <= 0.5 stay exact). ``None`` evaluates the whole grid."""
     if not 0 <= c < 1:
         raise ValueError(f"c must be in [0, 1), got {c}")
     theory = capacity_theory("dense", N, degree)
@@ -117,6 +130,9 @@ def capacity_estimate(
         seq.append(s)
         if progress is not None:
             progress((i + 1) / len(grid))
+        if stop_below is not None and t < stop_below and s < stop_below:
+            grid = grid[: i + 1]
+            break
     trans_a, seq_a = np.array(trans), np.array(seq)
     return {
         "N": int(N), "degree": degree, "c": c, "grid": grid, "trans_ok": trans_a, "seq_ok": seq_a,

@@ -8,6 +8,7 @@ periodic (ξ^{P+1} = ξ^1).
   *other* N−1 neurons; ``f(x) = x^d`` (d = 1: the classic SeqNet) or ``exp((N−1)(x−1))``. The
   self-exclusion costs nothing extra: with ``g = ξ^μ·S``, ``a = f((g−1)/(N−1))`` and
   ``b = f((g+1)/(N−1))``, the field is ``Ξ_nextᵀ(a+b)/2 + S ⊙ (Ξ_next ⊙ Ξ)ᵀ(a−b)/2``: O(PN).
+  g is an integer in [−N, N], so (a±b)/2 come from a table of 2N+1 values.
 - :class:`PseudoinverseNet`: the generalized pseudoinverse rule, ``f(Σ_ν O⁺_{μν} m^ν)`` with the
   full overlaps ``m = ξ·S/N`` and ``O = ΞΞᵀ/N`` (exact recall when the patterns are independent).
 - :class:`MixedNet`: symmetric term on the current state plus λ × asymmetric term on the mean of
@@ -99,17 +100,25 @@ class DenseNet(SequenceModel):
         self.X = _check_patterns(patterns)
         self.degree = _check_degree(degree)
 
-    def _ab(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        N = self.N
-        if self.degree == "exp":  # f((g ∓ 1)/(N−1)) = exp(g ∓ 1 − (N−1))
-            return torch.exp(g - N), torch.exp(g + 2 - N)
-        return ((g - 1) / (N - 1)) ** self.degree, ((g + 1) / (N - 1)) ** self.degree
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a+b)/2`` and ``(a−b)/2`` for every possible overlap sum ``g = ξ·S`` ∈ {−N, …, N}
+        (S and ξ are ±1: g is an integer), so the P×P work is one table look-up, not a power."""
+        if getattr(self, "_tab", None) is None or self._tab[0].device != self.X.device:
+            N = self.N
+            g = torch.arange(-N, N + 1, dtype=torch.float64, device=self.X.device)
+            if self.degree == "exp":  # f((g ∓ 1)/(N−1)) = exp(g ∓ 1 − (N−1))
+                a, b = torch.exp(g - N), torch.exp(g + 2 - N)
+            else:
+                a, b = ((g - 1) / (N - 1)) ** self.degree, ((g + 1) / (N - 1)) ** self.degree
+            self._tab = ((a + b) / 2, (a - b) / 2)
+        return self._tab
 
     def fields(self, S: torch.Tensor) -> torch.Tensor:
         X, Xn = self.X, self.X_next
-        g = S @ X.transpose(-1, -2)  # (..., M, P)
-        a, b = self._ab(g)
-        return ((a + b) / 2) @ Xn + S * (((a - b) / 2) @ (Xn * X))
+        g = S @ X.transpose(-1, -2)  # (..., M, P), integers
+        idx = g.round_().to(torch.int64).add_(self.N)
+        plus, minus = self._tables()
+        return torch.take(plus, idx) @ Xn + S * (torch.take(minus, idx) @ (Xn * X))
 
     def describe(self) -> str:
         return "SeqNet" if self.degree == 1 else f"DenseNet ({'exponential' if self.degree == 'exp' else f'd = {self.degree}'})"
