@@ -71,7 +71,7 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "seqmem", "app")
+SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "seqmem", "limits", "app")
 
 
 def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -116,6 +116,10 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         from pocoviz.seqmem.bench import bench_seqmem
 
         report["seqmem"] = bench_seqmem(quick)
+    if "limits" in only:
+        from pocoviz.limits.bench import bench_limits
+
+        report["limits"] = bench_limits(quick)
     if "app" in only:
         report["app"] = bench_app_cold_start()
         report["app"]["forecast_playback"] = bench_playback()

@@ -261,6 +261,15 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
     path = out / "demo_corpus.nc"
     if args.layouts_only:
         return _make_layouts(out / "models", out / "layouts")
+    if args.limits_only is not None:
+        from pocoviz.limits.sweep import SWEEPS, write_sweeps
+
+        names = tuple(n for n in args.limits_only.split(",") if n) or SWEEPS
+        unknown = set(names) - set(SWEEPS)
+        if unknown:
+            return _err(f"unknown sweeps {sorted(unknown)}; choose from {SWEEPS}")
+        write_sweeps(names, out / "limits")
+        return 0
     if not args.models_only:
         # one torch thread: with more than two, float reductions split differently and a few quantized
         # values change, so the bytes would depend on the machine's core count
@@ -279,6 +288,10 @@ def cmd_make_assets(args: argparse.Namespace) -> int:
         return 0
     rc = _make_demo_models(path, out / "models", args.seed, args.models.split(",") if args.models else None, args.device)
     rc = rc or _make_layouts(out / "models", out / "layouts")
+    if not rc:
+        from pocoviz.limits.sweep import write_sweeps
+
+        write_sweeps(folder=out / "limits")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"assets: {total / 2**20:.1f} MiB in {out}")
     if total > 50 * 2**20:
@@ -409,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     p.add_argument("--shared-data", default=None, help="folder with the real recordings (default ../shared/data)")
     p.add_argument("--out", default=None, help="also write the JSON here")
-    p.add_argument("--only", default=None, help="comma-separated sections: recordings, forecast, embeddings, ensembles, seqmem, app")
+    p.add_argument("--only", default=None, help="comma-separated sections: recordings, forecast, embeddings, ensembles, seqmem, limits, app")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-assets", help="write the shipped demo assets (corpus, then pretrained models)")
@@ -418,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-only", action="store_true", help="only the demo corpus (seconds)")
     p.add_argument("--models-only", action="store_true", help="only retrain the models on the existing corpus")
     p.add_argument("--layouts-only", action="store_true", help="only recompute the UMAP layouts of the shipped models")
+    p.add_argument(
+        "--limits-only", nargs="?", const="", default=None, metavar="SWEEPS",
+        help="only rerun the transformer-limits sweeps (all, or a comma-separated subset of N, lr, H, L; ~10 min CPU)",
+    )  # fmt: skip
     p.add_argument("--models", default=None, help="comma-separated subset of poco_demo, mlp_demo, nlinear_demo")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_make_assets)
