@@ -9,7 +9,8 @@ every run on the CPU with one thread and writes one netCDF file per sweep under
 
 Every run is the teacher task, 300 SGD steps of batch 32 (β0 = 4, L0 = 2, γ0 = 0.5, η0 = 0.5
 unless swept). A sweep file holds, per run: the config, the loss curve (every 5 steps), the probe
-loss, the head variance of the attention logits at init and at the end, ‖ΔW_K‖/‖W_K(0)‖ per layer,
+loss, the head variance of the attention logits at init and at the end, ‖ΔW_K‖/‖W_K(0)‖ per layer
+(after training and after the first step),
 mean |ΔA|, the probe outputs, and the logits of every head at one position.
 """
 
@@ -58,11 +59,13 @@ def to_dataset(name: str, results: list[RunResult]) -> xr.Dataset:
     max_H = max(len(r.A_heads_init) for r in results)
     loss = np.full((n, n_rec), np.nan)
     dWK = np.full((n, max_L), np.nan)
+    dWK_first = np.full((n, max_L), np.nan)
     A_init = np.full((n, max_H), np.nan)
     A_final = np.full((n, max_H), np.nan)
     for i, r in enumerate(results):
         loss[i, : len(r.loss)] = r.loss
         dWK[i, : len(r.dWK)] = r.dWK
+        dWK_first[i, : len(r.dWK_first)] = r.dWK_first
         A_init[i, : len(r.A_heads_init)] = r.A_heads_init
         A_final[i, : len(r.A_heads_final)] = r.A_heads_final
     coords: dict[str, Any] = {f: ("run", np.array([r.config[f] for r in results])) for f in CONFIG_FIELDS}
@@ -75,6 +78,7 @@ def to_dataset(name: str, results: list[RunResult]) -> xr.Dataset:
             "head_var_init": ("run", np.array([r.head_var_init for r in results])),
             "head_var_final": ("run", np.array([r.head_var_final for r in results])),
             "dWK": (("run", "layer"), dWK),
+            "dWK_first": (("run", "layer"), dWK_first),
             "dA": ("run", np.array([r.dA for r in results])),
             "f_probe": (("run", "probe"), np.stack([r.f_probe[:, 0] for r in results])),
             "A_heads_init": (("run", "head"), A_init),

@@ -9,8 +9,8 @@ Tasks (no download):
 
 Statistics per run: the loss curve; the variance of the attention logits across heads (averaged
 over layers, probe samples and token pairs) at init and after training; the relative movement
-``‖W_K(T) − W_K(0)‖_F / ‖W_K(0)‖_F`` per layer; the outputs on a fixed probe set; the logits of all
-heads at one (sample, s, s') for histograms.
+``‖W_K(T) − W_K(0)‖_F / ‖W_K(0)‖_F`` per layer, after training and after the first step; the
+outputs on a fixed probe set; the logits of all heads at one (sample, s, s') for histograms.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class RunResult:
     head_var_init: float
     head_var_final: float
     dWK: np.ndarray  # (L,) relative movement of W_K per layer
+    dWK_first: np.ndarray  # (L,) the same after the first step (the per-step scaling, before any dynamics)
     dA: float  # mean |A(T) − A(0)| on the probe set
     f_probe: np.ndarray  # (n_probe, n_out) final outputs
     A_heads_init: np.ndarray  # (H,) logits at (layer 0, probe 0, s 0, s' 1)
@@ -110,13 +111,15 @@ def train_run(
     steps: int = 300,
     batch: int = 32,
     seed: int = 0,
+    data_seed: int = 0,
     record_every: int = 5,
     device: Any = "cpu",
     progress: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult | None:
     """Train one model with SGD (per-tensor learning rates) for ``steps`` steps of ``batch``
-    samples; ``seed`` fixes the initialisation and the batch order (the data set is fixed).
+    samples; ``seed`` fixes the initialisation and ``data_seed`` the batch order (the data set is
+    fixed), so runs that differ only in ``seed`` differ only in their initial weights.
     ``progress(step, loss)`` is called at every record; a stopped run returns ``None``."""
     t0 = time.perf_counter()
     dev = torch.device(device)
@@ -126,7 +129,7 @@ def train_run(
     K0 = model.net.K.detach().clone()
     with torch.no_grad():
         _, A0 = model(Xp, return_attention=True)
-    g = torch.Generator(device="cpu").manual_seed(10_000 + int(seed))
+    g = torch.Generator(device="cpu").manual_seed(10_000 + int(data_seed))
     rec_steps, rec_loss, acc, count = [], [], 0.0, 0
     for step in range(1, int(steps) + 1):
         idx = torch.randint(0, len(Xtr), (int(batch),), generator=g).to(dev)
@@ -134,6 +137,9 @@ def train_run(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step == 1:
+            with torch.no_grad():
+                dWK_first = ((model.net.K - K0).flatten(1).norm(dim=1) / K0.flatten(1).norm(dim=1)).cpu().numpy()
         acc += float(loss.detach())
         count += 1
         if step % record_every == 0 or step == steps:
@@ -152,7 +158,7 @@ def train_run(
         dWK = ((model.net.K - K0).flatten(1).norm(dim=1) / K0.flatten(1).norm(dim=1)).cpu().numpy()
     return RunResult(
         config=cfg.to_dict(), task=task, seed=int(seed), steps=np.array(rec_steps), loss=np.array(rec_loss), probe_loss=probe_loss,
-        head_var_init=head_variance(A0), head_var_final=head_variance(A1), dWK=dWK, dA=float((A1 - A0).abs().mean()),
+        head_var_init=head_variance(A0), head_var_final=head_variance(A1), dWK=dWK, dWK_first=dWK_first, dA=float((A1 - A0).abs().mean()),
         f_probe=f.cpu().numpy(), A_heads_init=A0[0, 0, :, 0, 1].cpu().numpy(), A_heads_final=A1[0, 0, :, 0, 1].cpu().numpy(),
         seconds=time.perf_counter() - t0,
     )  # fmt: skip

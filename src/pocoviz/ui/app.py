@@ -55,7 +55,14 @@ def _seqmem(data_dir: str | None):
 
 
 TABS.append(("Ensembles", _ensembles))
+def _limits(data_dir: str | None):
+    from .limits import LimitsView
+
+    return LimitsView(data_dir=data_dir)
+
+
 TABS.append(("Sequence memory", _seqmem))
+TABS.append(("Transformer limits", _limits))
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

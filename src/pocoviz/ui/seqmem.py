@@ -482,7 +482,7 @@ class SeqMemView(pn.viewable.Viewer):
             widget("speed", pn.widgets.IntSlider, "speed (steps/s)"),
             pn.pane.Markdown("**Capacity**", margin=(5, 10, 0, 10)),
             widget("c", pn.widgets.FloatSlider, "tolerance c (success ≥ 1 − c)", step=0.05),
-            widget("correlated", pn.widgets.RadioButtonGroup, "Correlated patterns", button_type="light"),
+            widget("correlated", pn.widgets.RadioButtonGroup, "Correlated patterns"),
             self._progress,
             self._status_pane,
             width=280,
