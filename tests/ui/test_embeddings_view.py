@@ -3,22 +3,12 @@ separation numbers against shuffled labels."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from pocoviz.embeddings import region_separation, unit_embeddings
 from pocoviz.ui.embeddings import ALL, EmbeddingsView
-
-
-def wait_for(pred, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.ui.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

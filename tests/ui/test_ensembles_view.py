@@ -3,23 +3,13 @@ controls recompute them, the simulation markers are the simulation's."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from pocoviz.ensembles import ensemble_risk, optimal_risk, power_law_task
 from pocoviz.ensembles.curves import SCALING_D, TabParams, k_values, simulate_tab, simulation_markers
 from pocoviz.ui.ensembles import EnsemblesView
-
-
-def wait_for(pred, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.ui.helpers import wait_for
 
 
 def settled(view: EnsemblesView) -> bool:

@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from pocoviz.ui.limits import LimitsView
-
-
-def wait_idle(view: LimitsView, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not view._runner.idle:
-        if time.monotonic() > deadline:
-            raise AssertionError("background work did not finish")
-        time.sleep(0.02)
+from tests.ui.helpers import wait_idle
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,13 @@ the rollout's, presets reproduce the paper's set-ups, the capacity markers follo
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from pocoviz.seqmem import DenseNet, capacity_estimate, random_patterns, recall
 from pocoviz.seqmem.capacity import _crossing
 from pocoviz.ui.seqmem import SeqMemView
-
-
-def wait_idle(view: SeqMemView, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not view._runner.idle:
-        if time.monotonic() > deadline:
-            raise AssertionError("background work did not finish")
-        time.sleep(0.02)
+from tests.ui.helpers import wait_idle
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import xarray as xr
 
 from pocoviz.assets import assets_dir
 
+from .base import TabView
 from .models import MODELS, list_models
 from .sources import SOURCES
 from .theme import REGION_PALETTE, UNKNOWN_COLOR, region_colors
@@ -85,8 +86,10 @@ def _palette(values: np.ndarray) -> dict[str, str]:
     return colors
 
 
-class EmbeddingsView(pn.viewable.Viewer):
+class EmbeddingsView(TabView):
     """The Embeddings tab (see module docstring)."""
+
+    css_prefix = "pocoviz-e"
 
     model = param.Selector(default=None, objects=[], doc="POCO checkpoint")
     session = param.Selector(default=ALL, objects=[ALL], doc="One session, or all together")
@@ -111,11 +114,9 @@ class EmbeddingsView(pn.viewable.Viewer):
         self._lock = threading.Lock()
         self._generation = 0
         self._threads: list[threading.Thread] = []
-        self._doc = None
         doc = pn.state.curdoc
         self._served = bool(doc is not None and doc.session_context is not None)
         self._periodic = None
-        self._layout: pn.viewable.Viewable | None = None
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self._info = pn.pane.HTML("", css_classes=["pocoviz-emb-info"], sizing_mode="stretch_width")
         self._separation = pn.pane.HTML("", css_classes=["pocoviz-separation"], sizing_mode="stretch_width")
@@ -620,26 +621,16 @@ class EmbeddingsView(pn.viewable.Viewer):
     def _clear_error(self) -> None:
         self._alert.visible = False
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-            doc = pn.state.curdoc
-            if doc is not None and doc.session_context is not None:
-                self._doc = doc
-                self._periodic = pn.state.add_periodic_callback(lambda: doc.add_next_tick_callback(self._poll), period=300)
-                pn.state.on_session_destroyed(lambda ctx: self._periodic.stop())
-        return self._layout
+    def _on_served(self, doc: Any) -> None:
+        self._periodic = pn.state.add_periodic_callback(lambda: doc.add_next_tick_callback(self._poll), period=300)
+        pn.state.on_session_destroyed(lambda ctx: self._periodic.stop())
 
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-e-{name}"], **kw)
-
         controls = pn.Column(
             pn.widgets.Select.from_param(self.param.model, label="Checkpoint", options=self._choices, width=250, css_classes=["pocoviz-e-model"]),
-            widget("session", pn.widgets.Select, "Sessions"),
-            widget("reducer", pn.widgets.RadioButtonGroup, "Layout"),
-            widget("color_by", pn.widgets.Select, "Colour by"),
+            self._widget("session", pn.widgets.Select, "Sessions"),
+            self._widget("reducer", pn.widgets.RadioButtonGroup, "Layout"),
+            self._widget("color_by", pn.widgets.Select, "Colour by"),
             self._progress,
             self._torch_progress,
             self._status_pane,

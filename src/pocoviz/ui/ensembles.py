@@ -38,7 +38,8 @@ from pocoviz.ensembles.curves import (
     simulation_markers,
 )
 
-from .jobs import LatestRunner, on_loop
+from .base import TabView
+from .jobs import LatestRunner
 from .theme import REGION_PALETTE
 
 P_OPTIONS = [32, 64, 128, 256, 500, 1000, 2000, 4096]
@@ -62,8 +63,10 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a) & (a > 0), a, np.nan)
 
 
-class EnsemblesView(pn.viewable.Viewer):
+class EnsemblesView(TabView):
     """The Ensembles tab (see module docstring)."""
+
+    css_prefix = "pocoviz-ens"
 
     alpha = param.Number(default=1.5, bounds=(1.05, 3.0), doc="capacity exponent α (s_k ∝ k^−α)")
     r = param.Number(default=0.8, bounds=(0.1, 1.5), doc="source exponent r (mode power ∝ k^−(1+2αr))")
@@ -80,12 +83,10 @@ class EnsemblesView(pn.viewable.Viewer):
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
-        self._doc = None
         self._runner = LatestRunner(self._work, "pocoviz-ens-theory")
         self._sim_thread: threading.Thread | None = None
         self._sim_gen = 0
         self._closed = False
-        self._layout: pn.viewable.Viewable | None = None
         self.results: dict[str, Any] = {}
         self.sim_markers: dict[str, np.ndarray] | None = None
         self._build_plots()
@@ -195,9 +196,6 @@ class EnsemblesView(pn.viewable.Viewer):
         self._runner.close(timeout)
         if self._sim_thread is not None:
             self._sim_thread.join(timeout)
-
-    def _on_loop(self, fn) -> None:
-        on_loop(self._doc, fn)
 
     # ------------------------------------------------------------------ drawing
     def _set_status(self, text: str) -> None:
@@ -367,15 +365,6 @@ class EnsemblesView(pn.viewable.Viewer):
         self._fig_regime.legend.location = "top_left"
         self._fig_regime.legend.label_text_font_size = "10px"
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-            doc = pn.state.curdoc
-            if doc is not None and doc.session_context is not None:
-                self._doc = doc
-                pn.state.on_session_destroyed(lambda ctx: self.close())
-        return self._layout
-
     def _slider(self, name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
         """A slider bound to parameter ``name`` through ``value_throttled``: the parameter (and the
         recomputation) changes when the slider is released, not for every pixel of a drag."""
@@ -400,26 +389,22 @@ class EnsemblesView(pn.viewable.Viewer):
         return w
 
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-ens-{name}"], **kw)
-
         controls = pn.Column(
             pn.pane.Markdown("**Task** (Gaussian, power law)", margin=(5, 10, 0, 10)),
             self._slider("alpha", pn.widgets.FloatSlider, "α (capacity)", start=1.05, end=3.0, step=0.05, format="0.00"),
             self._slider("r", pn.widgets.FloatSlider, "r (source)", start=0.1, end=1.5, step=0.05, format="0.00"),
             self._slider("noise", pn.widgets.FloatSlider, "σ_ε (label noise)", start=0.0, end=0.5, step=0.01, format="0.00"),
-            widget("D", pn.widgets.Select, "D (dimension)"),
+            self._widget("D", pn.widgets.Select, "D (dimension)"),
             pn.pane.Markdown("**Budget and data**", margin=(5, 10, 0, 10)),
             self._slider("M", pn.widgets.DiscreteSlider, "M = K·N (total features)", options=M_OPTIONS),
             self._slider("P", pn.widgets.DiscreteSlider, "P (samples)", options=P_OPTIONS),
-            widget("regime", pn.widgets.RadioButtonGroup, "Regime"),
+            self._widget("regime", pn.widgets.RadioButtonGroup, "Regime"),
             pn.pane.Markdown("**Ridge**", margin=(5, 10, 0, 10)),
-            widget("ridge_mode", pn.widgets.RadioButtonGroup, "Ridge"),
+            self._widget("ridge_mode", pn.widgets.RadioButtonGroup, "Ridge"),
             self._slider("log_ridge", pn.widgets.FloatSlider, "log10 λ (fixed mode)", start=-4.0, end=3.0, step=0.1, format="0.0"),
             self._ridge_note,
             pn.pane.Markdown("**Simulation**", margin=(5, 10, 0, 10)),
-            widget("simulate", pn.widgets.Checkbox, "simulate ensembles (markers)"),
+            self._widget("simulate", pn.widgets.Checkbox, "simulate ensembles (markers)"),
             self._slider("seeds", pn.widgets.IntSlider, "seeds", start=1, end=16),
             self._progress,
             self._status_pane,

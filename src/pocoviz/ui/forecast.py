@@ -35,6 +35,7 @@ from holoviews.operation.datashader import rasterize
 from pocoviz.recordings import RecordingError
 from pocoviz.recordings.preprocess import zscore
 
+from .base import TabView
 from .models import ADAPTED, FORECASTS, MODELS, list_models
 from .recordings import PreparedSession, prepare_session, toggle_tapped_unit, units_of_region, units_with_ids, units_with_labels
 from .sources import DEMO_KEY, SOURCES, list_sources
@@ -106,8 +107,10 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-class ForecastView(pn.viewable.Viewer):
+class ForecastView(TabView):
     """The Forecast tab (see module docstring)."""
+
+    css_prefix = "pocoviz-f"
 
     source = param.Selector(default="demo", objects={DEMO_KEY: "demo"}, doc="Corpus or file")
     session = param.Selector(default=None, objects=[], doc="Session (species/session)")
@@ -134,7 +137,6 @@ class ForecastView(pn.viewable.Viewer):
         self._run_recording: dict[str, tuple] = {}  # model key -> the recording its run belongs to
         self._units: list[int] = []
         self._rel_x: tuple[list, list] = ([], [])
-        self._doc = None
         self._frame_pending = False
         self._poll_pending = False
         self._clock_cursor: int | None = None
@@ -148,7 +150,6 @@ class ForecastView(pn.viewable.Viewer):
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._periodic = None
-        self._layout: pn.viewable.Viewable | None = None
         self._raster_marks: dict[str, BoxAnnotation] = {}
         self.param.source.objects = list_sources(data_dir)
         self._model_choices = list_models(data_dir)
@@ -657,15 +658,6 @@ class ForecastView(pn.viewable.Viewer):
             else "select units to show traces"
         )
 
-    def _on_loop(self, fn) -> None:
-        """Run ``fn`` on the session's event loop, which holds the document lock that edits of Bokeh
-        models need (callbacks run in Panel's thread pool otherwise); directly when not served."""
-        doc = self._doc
-        if doc is None or doc.session_context is None:
-            fn()
-        else:
-            doc.add_next_tick_callback(fn)
-
     def _request_frame(self) -> None:
         """Draw the current frame on the session's event loop (coalescing requests)."""
         if self._frame_pending:
@@ -958,45 +950,35 @@ class ForecastView(pn.viewable.Viewer):
         if self._play_cb is not None:
             self._play_cb.period = int(round(1000 / event.new))
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-            doc = pn.state.curdoc
-            if doc is not None and doc.session_context is not None:
-                self._doc = doc
-                self._periodic = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
-                if self._sync_url:
-                    pn.state.onload(self._start_url_sync)
-                pn.state.on_session_destroyed(lambda ctx: self.close())
-        return self._layout
+    def _on_served(self, doc: Any) -> None:
+        self._periodic = pn.state.add_periodic_callback(self._poll, period=POLL_MS)
+        if self._sync_url:
+            pn.state.onload(self._start_url_sync)
+        super()._on_served(doc)
 
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-f-{name}"], **kw)
-
         models = pn.widgets.MultiChoice.from_param(
             self.param.models, label="Models (up to 4)", options=self._model_choices, max_items=MAX_MODELS, width=250,
             css_classes=["pocoviz-f-models"],
         )  # fmt: skip
         controls = pn.Column(
-            widget("source", pn.widgets.Select, "Recording (corpus / file)"),
-            widget("session", pn.widgets.Select, "Session"),
+            self._widget("source", pn.widgets.Select, "Recording (corpus / file)"),
+            self._widget("session", pn.widgets.Select, "Session"),
             models,
             self._adapt_button,
             pn.pane.Markdown("**Playback**", margin=(10, 10, 0, 10)),
             self._player,
             pn.Row(self._back_button, self._play_button, self._fwd_button, margin=(0, 5)),
-            widget("fps", pn.widgets.IntSlider, "Speed (frames/s)"),
+            self._widget("fps", pn.widgets.IntSlider, "Speed (frames/s)"),
             self._clock,
             pn.pane.Markdown("**Traces by**", margin=(10, 10, 0, 10)),
-            widget("select_by", pn.widgets.RadioButtonGroup, "Traces by", width=270),
-            widget("region", pn.widgets.Select, "Region"),
-            widget("labels", pn.widgets.MultiChoice, "Neuron labels"),
-            widget("unit_ids", pn.widgets.TextInput, "Unit ids (or click the raster)"),
-            widget("n_traces", pn.widgets.IntSlider, "Traces"),
+            self._widget("select_by", pn.widgets.RadioButtonGroup, "Traces by", width=270),
+            self._widget("region", pn.widgets.Select, "Region"),
+            self._widget("labels", pn.widgets.MultiChoice, "Neuron labels"),
+            self._widget("unit_ids", pn.widgets.TextInput, "Unit ids (or click the raster)"),
+            self._widget("n_traces", pn.widgets.IntSlider, "Traces"),
             self._selection_info,
-            widget("metrics_over", pn.widgets.Select, "Metrics over"),
+            self._widget("metrics_over", pn.widgets.Select, "Metrics over"),
             pn.Row(self._png_button, self._nc_download, margin=(10, 0)),
             width=300,
         )

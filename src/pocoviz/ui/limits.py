@@ -21,7 +21,8 @@ import param
 from bokeh.models import ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 
-from .jobs import LatestRunner, on_loop
+from .base import TabView
+from .jobs import LatestRunner
 from .theme import REGION_PALETTE
 
 W, H_ = 420, 300
@@ -48,8 +49,10 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
-class LimitsView(pn.viewable.Viewer):
+class LimitsView(TabView):
     """The Transformer limits tab (see module docstring)."""
+
+    css_prefix = "pocoviz-lim"
 
     live_N = param.Integer(default=8, bounds=(1, 64))
     live_H = param.Integer(default=4, bounds=(1, 32))
@@ -62,8 +65,6 @@ class LimitsView(pn.viewable.Viewer):
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
-        self._doc = None
-        self._layout: pn.viewable.Viewable | None = None
         self.sweeps: dict[str, Any] = {}
         self.live: dict[str, Any] = {}
         self._live_gen = 0
@@ -170,9 +171,6 @@ class LimitsView(pn.viewable.Viewer):
     def close(self, timeout: float = 60.0) -> None:
         self._live_gen += 1
         self._runner.close(timeout)
-
-    def _on_loop(self, fn) -> None:
-        on_loop(self._doc, fn)
 
     @param.depends("status", watch=True)
     def _show_status(self) -> None:
@@ -308,29 +306,16 @@ class LimitsView(pn.viewable.Viewer):
             self._kernel_sources[key].data = {"image": [np.flipud(K)], "x": [0], "y": [0], "dw": [K.shape[0]], "dh": [K.shape[0]]}
 
     # ------------------------------------------------------------------ layout
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-            doc = pn.state.curdoc
-            if doc is not None and doc.session_context is not None:
-                self._doc = doc
-                pn.state.on_session_destroyed(lambda ctx: self.close())
-        return self._layout
-
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-lim-{name}"], **kw)
-
         controls = pn.Column(
             pn.pane.Markdown("**Live run** (teacher task, SGD, CPU)", margin=(5, 10, 0, 10)),
-            widget("live_N", pn.widgets.IntInput, "N (key/query dimension)"),
-            widget("live_H", pn.widgets.IntInput, "H (heads)"),
-            widget("live_L", pn.widgets.IntInput, "L (blocks)"),
-            widget("live_alpha_A", pn.widgets.RadioButtonGroup, "αA"),
-            widget("live_alpha_L", pn.widgets.RadioButtonGroup, "αL"),
-            widget("live_eta0", pn.widgets.FloatInput, "η0", step=0.1),
-            widget("live_steps", pn.widgets.IntInput, "steps"),
+            self._widget("live_N", pn.widgets.IntInput, "N (key/query dimension)"),
+            self._widget("live_H", pn.widgets.IntInput, "H (heads)"),
+            self._widget("live_L", pn.widgets.IntInput, "L (blocks)"),
+            self._widget("live_alpha_A", pn.widgets.RadioButtonGroup, "αA"),
+            self._widget("live_alpha_L", pn.widgets.RadioButtonGroup, "αL"),
+            self._widget("live_eta0", pn.widgets.FloatInput, "η0", step=0.1),
+            self._widget("live_steps", pn.widgets.IntInput, "steps"),
             pn.Row(self._train_button, self._stop_button),
             self._status_pane,
             width=280,

@@ -21,6 +21,7 @@ from holoviews.operation.datashader import datashade, dynspread, rasterize
 from pocoviz.recordings import RecordingError, sort_units_by_region, summarize
 from pocoviz.recordings.raster import RegionBand
 
+from .base import TabView
 from .sources import DEMO_KEY, SOURCES, list_sources
 from .theme import UNKNOWN_COLOR, region_colors
 
@@ -162,8 +163,10 @@ def toggle_tapped_unit(prep: PreparedSession, y: float | None, text: str, limit:
     return ", ".join(map(str, current[-limit:]))
 
 
-class RecordingsView(pn.viewable.Viewer):
+class RecordingsView(TabView):
     """The Recordings tab (see module docstring)."""
+
+    css_prefix = "pocoviz"
 
     source = param.Selector(default="demo", objects={DEMO_KEY: "demo"}, doc="Corpus or file")
     session = param.Selector(default=None, objects=[], doc="Session (species/session)")
@@ -188,7 +191,6 @@ class RecordingsView(pn.viewable.Viewer):
         self._map_pane = pn.pane.HoloViews(None, width=460, height=420, css_classes=["pocoviz-map"])
         self._meta_pane = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["pocoviz-meta"])
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-selection"], margin=(0, 10))
-        self._layout: pn.viewable.Viewable | None = None
         self._hold_selection = False
         self._build_plots()
         self._load_source()
@@ -508,25 +510,17 @@ class RecordingsView(pn.viewable.Viewer):
         return f"<table>{body}</table>"
 
     # ----------------------------------------------------------------------------- layout
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-        return self._layout
-
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            return kind.from_param(self.param[name], label=label, width=250, css_classes=[f"pocoviz-{name}"], **kw)
-
         controls = pn.Column(
-            widget("source", pn.widgets.Select, "Corpus / file"),
-            widget("session", pn.widgets.Select, "Session"),
+            self._widget("source", pn.widgets.Select, "Corpus / file"),
+            self._widget("session", pn.widgets.Select, "Session"),
             pn.pane.Markdown("**Traces by**", margin=(10, 10, 0, 10)),
-            widget("select_by", pn.widgets.RadioButtonGroup, "Traces by"),
-            widget("region", pn.widgets.Select, "Region"),
-            widget("labels", pn.widgets.MultiChoice, "Neuron labels"),
-            widget("unit_ids", pn.widgets.TextInput, "Unit ids (or click the raster)"),
-            widget("n_traces", pn.widgets.IntSlider, "Traces per region"),
-            widget("projection", pn.widgets.Select, "Position map"),
+            self._widget("select_by", pn.widgets.RadioButtonGroup, "Traces by"),
+            self._widget("region", pn.widgets.Select, "Region"),
+            self._widget("labels", pn.widgets.MultiChoice, "Neuron labels"),
+            self._widget("unit_ids", pn.widgets.TextInput, "Unit ids (or click the raster)"),
+            self._widget("n_traces", pn.widgets.IntSlider, "Traces per region"),
+            self._widget("projection", pn.widgets.Select, "Position map"),
             self._selection_info,
             width=280,
         )

@@ -27,7 +27,8 @@ import param
 from bokeh.models import ColumnDataSource, LinearColorMapper, Span
 from bokeh.plotting import figure
 
-from .jobs import LatestRunner, on_loop
+from .base import TabView
+from .jobs import LatestRunner
 from .theme import REGION_PALETTE
 
 MODELS = {
@@ -59,8 +60,10 @@ def _image(flat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.flipud(np.asarray(flat, dtype=np.float32).reshape(shape))  # row 0 at the top
 
 
-class SeqMemView(pn.viewable.Viewer):
+class SeqMemView(TabView):
     """The Sequence memory tab (see module docstring)."""
+
+    css_prefix = "pocoviz-sm"
 
     preset = param.Selector(default="(none)", objects=list(PRESETS))
     model = param.Selector(default="dense", objects=MODELS)
@@ -81,8 +84,6 @@ class SeqMemView(pn.viewable.Viewer):
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
-        self._doc = None
-        self._layout: pn.viewable.Viewable | None = None
         self._play_cb = None
         self._draw_pending = False
         self.rollout: Any = None
@@ -230,9 +231,6 @@ class SeqMemView(pn.viewable.Viewer):
             if i % 6 == 5 or i == len(jobs) - 1:
                 snapshot = list(out)
                 self._on_loop(lambda snapshot=snapshot: self._apply_capacity(snapshot))
-
-    def _on_loop(self, fn) -> None:
-        on_loop(self._doc, fn)
 
     # ------------------------------------------------------------------ playback
     def toggle_play(self) -> None:
@@ -452,37 +450,24 @@ class SeqMemView(pn.viewable.Viewer):
         self._timing_fig.legend.location = "top_left"
         self._timing_fig.legend.label_text_font_size = "10px"
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        if self._layout is None:
-            self._layout = self._build_layout()
-            doc = pn.state.curdoc
-            if doc is not None and doc.session_context is not None:
-                self._doc = doc
-                pn.state.on_session_destroyed(lambda ctx: self.close())
-        return self._layout
-
     def _build_layout(self) -> pn.viewable.Viewable:
-        def widget(name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-            kw.setdefault("width", 250)
-            return kind.from_param(self.param[name], label=label, css_classes=[f"pocoviz-sm-{name}"], **kw)
-
         controls = pn.Column(
-            widget("preset", pn.widgets.Select, "Preset (the paper's figures)"),
-            widget("model", pn.widgets.Select, "Model"),
-            widget("patterns", pn.widgets.Select, "Patterns"),
-            widget("degree", pn.widgets.IntInput, "d (degree)"),
-            widget("N", pn.widgets.Select, "N (neurons)"),
-            widget("P", pn.widgets.IntInput, "P (sequence length)"),
-            widget("bias", pn.widgets.FloatInput, "ε (bias, biased patterns)", step=0.05),
-            pn.Row(widget("tau", pn.widgets.IntInput, "τ (MixedNet)", width=120), widget("lam", pn.widgets.FloatInput, "λ (MixedNet)", width=120, step=0.1)),
-            pn.Row(widget("flip", pn.widgets.IntInput, "cue bits flipped", width=120), widget("seed", pn.widgets.IntInput, "seed", width=120)),
+            self._widget("preset", pn.widgets.Select, "Preset (the paper's figures)"),
+            self._widget("model", pn.widgets.Select, "Model"),
+            self._widget("patterns", pn.widgets.Select, "Patterns"),
+            self._widget("degree", pn.widgets.IntInput, "d (degree)"),
+            self._widget("N", pn.widgets.Select, "N (neurons)"),
+            self._widget("P", pn.widgets.IntInput, "P (sequence length)"),
+            self._widget("bias", pn.widgets.FloatInput, "ε (bias, biased patterns)", step=0.05),
+            pn.Row(self._widget("tau", pn.widgets.IntInput, "τ (MixedNet)", width=120), self._widget("lam", pn.widgets.FloatInput, "λ (MixedNet)", width=120, step=0.1)),
+            pn.Row(self._widget("flip", pn.widgets.IntInput, "cue bits flipped", width=120), self._widget("seed", pn.widgets.IntInput, "seed", width=120)),
             pn.pane.Markdown("**Playback**", margin=(5, 10, 0, 10)),
             pn.Row(self._play_button, self._step_button, self._reset_button),
-            widget("t", pn.widgets.IntSlider, "step"),
-            widget("speed", pn.widgets.IntSlider, "speed (steps/s)"),
+            self._widget("t", pn.widgets.IntSlider, "step"),
+            self._widget("speed", pn.widgets.IntSlider, "speed (steps/s)"),
             pn.pane.Markdown("**Capacity**", margin=(5, 10, 0, 10)),
-            widget("c", pn.widgets.FloatSlider, "tolerance c (success ≥ 1 − c)", step=0.05),
-            widget("correlated", pn.widgets.RadioButtonGroup, "Correlated patterns"),
+            self._widget("c", pn.widgets.FloatSlider, "tolerance c (success ≥ 1 − c)", step=0.05),
+            self._widget("correlated", pn.widgets.RadioButtonGroup, "Correlated patterns"),
             self._progress,
             self._status_pane,
             width=280,

@@ -1,0 +1,21 @@
+"""Waiting for views that compute in background threads (tests without a browser)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_idle(view: Any, timeout: float = 120.0) -> None:
+    """Until the view's background runner (ui.jobs.LatestRunner) has nothing left to do."""
+    wait_for(lambda: view._runner.idle, timeout, "the view's background work")
