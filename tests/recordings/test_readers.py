@@ -608,3 +608,28 @@ def test_open_corpus_on_a_single_recording_file_names_the_session(tmp_path):
     ds = make_recording(np.zeros((10, 3)), sampling_rate_hz=2.0, species="test fish", session="s1")
     save_recording(ds, tmp_path / "one.nc")
     assert list(corpus_sessions(open_corpus(tmp_path / "one.nc"))) == ["test_fish/s1"]
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pocoviz-pwned",))
+
+
+def test_suite2p_stat_is_read_without_running_code(tmp_path, suite2p_dir, monkeypatch):
+    """stat.npy is a pickle inside a .npy: numpy arrays, scalars and dicts are read, any other
+    global (here os.system) is refused with the file and field named, and nothing runs."""
+    from pocoviz.recordings.readers._common import load_object_npy
+
+    good = np.array([{"med": np.array([3, 4]), "ypix": np.arange(5), "npix": np.float64(12.5), "radius": np.int64(3)}], dtype=object)
+    np.save(tmp_path / "good.npy", good, allow_pickle=True)
+    out = load_object_npy(tmp_path / "good.npy")
+    assert out[0]["npix"] == 12.5 and list(out[0]["med"]) == [3, 4]
+    monkeypatch.chdir(tmp_path)
+    root, _ = suite2p_dir
+    np.save(root / "suite2p" / "plane0" / "stat.npy", np.array([_Evil()] * 5, dtype=object), allow_pickle=True)
+    with pytest.raises(RecordingError, match="refused to load") as err:
+        read_suite2p(root, load_positions=True)
+    assert err.value.field == "stat.npy" and "stat.npy" in str(err.value)
+    assert not (tmp_path / "pocoviz-pwned").exists()

@@ -7,6 +7,7 @@ Nothing here writes to disk, and nothing here unpickles.
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 from typing import IO, Any
 
@@ -116,6 +117,41 @@ def npy_header(path: str | os.PathLike, *, field: str | None = None) -> tuple[tu
     with open(path, "rb") as fh:
         shape, _, dtype = _read_npy_header(fh, path=path, field=fld)
         return shape, dtype, fh.tell()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Resolves only the globals that pickled numpy arrays and scalars need; anything else (the
+    callables an attacker would use to run code) is refused."""
+
+    ALLOWED = {
+        (mod, name)
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    } | {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays, scalars, dicts and lists are read")
+
+
+def load_object_npy(path: str | os.PathLike, *, field: str | None = None) -> np.ndarray:
+    """Load an object-dtype ``.npy`` (e.g. suite2p's ``stat.npy``, an array of dicts) without
+    ``allow_pickle``: the pickle stream after the header is read by an unpickler that builds only
+    numpy arrays, numpy scalars and Python containers and refuses every other global."""
+    fld = field or os.path.basename(str(path))
+    with open(path, "rb") as fh:
+        _shape, _, dtype = _read_npy_header(fh, path=path, field=fld)
+        if not dtype.hasobject:
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+        try:
+            out = _NumpyOnlyUnpickler(fh).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as exc:
+            raise RecordingError(f"cannot read the object array: {exc}", path=path, field=fld) from None
+    if not isinstance(out, np.ndarray):
+        raise RecordingError(f"holds a {type(out).__name__}, not an array", path=path, field=fld)
+    return out
 
 
 def load_npy(

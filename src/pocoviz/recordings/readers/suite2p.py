@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ..schema import RecordingError, make_recording
-from ._common import load_npy, npy_header, percentile_dff, time_axis
+from ._common import load_npy, load_object_npy, npy_header, percentile_dff, time_axis
 
 #: Baseline percentile for dF/F.
 BASELINE_PERCENTILE = 8.0
@@ -139,9 +139,9 @@ def read_suite2p(
         shape, _dtype, _ = npy_header(stat_path, field="stat.npy")
         if shape[:1] != (n_roi,):
             raise RecordingError(f"declares shape {shape} but F.npy has {n_roi} ROIs", path=stat_path, field="stat.npy")
-        # stat.npy is an object array of dicts, i.e. a pickle. The caller opted in with
-        # load_positions=True, which is the only place pocoviz ever unpickles a suite2p file.
-        stat = np.load(stat_path, allow_pickle=True)
+        # stat.npy is an object array of dicts, i.e. a pickle: read by an unpickler that builds
+        # only numpy arrays, scalars and containers (never allow_pickle)
+        stat = load_object_npy(stat_path, field="stat.npy")
         med = np.full((n_roi, 2), np.nan)
         for i, roi in enumerate(stat):
             try:
