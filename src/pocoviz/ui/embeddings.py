@@ -112,6 +112,9 @@ class EmbeddingsView(TabView):
         self._recordings: dict[str, xr.Dataset] = {}
         self._pending: dict[str, Any] = {}  # worker results waiting for the event loop
         self._lock = threading.Lock()
+        # one view state at a time: a session switch and a poll that draws must not interleave
+        # (the poll runs on worker threads when not served, and watchers run in Panel's pool)
+        self._state_lock = threading.RLock()
         self._generation = 0
         self._threads: list[threading.Thread] = []
         doc = pn.state.curdoc
@@ -155,6 +158,10 @@ class EmbeddingsView(TabView):
 
     @param.depends("session", watch=True)
     def _on_session(self) -> None:
+        with self._state_lock:
+            self._switch_session()
+
+    def _switch_session(self) -> None:
         from pocoviz.embeddings import unit_embeddings
 
         model = getattr(self, "_model", None)
@@ -311,6 +318,10 @@ class EmbeddingsView(TabView):
         self._put(gen, "scores", scores)
 
     def _poll(self) -> None:
+        with self._state_lock:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
@@ -370,13 +381,15 @@ class EmbeddingsView(TabView):
 
     def _on_scatter_select(self, index: list[int]) -> None:
         if index is not None:
-            self.select(list(index))
+            with self._state_lock:
+                self.select(list(index))
 
     def _on_map_select(self, index: list[int]) -> None:
-        if index is None or self._emb is None:
-            return
-        rows = self._map_rows
-        self.select([int(rows[i]) for i in index if i < len(rows)])
+        with self._state_lock:
+            if index is None or self._emb is None:
+                return
+            rows = self._map_rows
+            self.select([int(rows[i]) for i in index if i < len(rows)])
 
     # ------------------------------------------------------------------ plots
     def _build_plots(self) -> None:
@@ -500,6 +513,10 @@ class EmbeddingsView(TabView):
 
     @param.depends("reducer", "color_by", watch=True)
     def _send_scatter(self) -> None:
+        with self._state_lock:
+            self._draw_scatter()
+
+    def _draw_scatter(self) -> None:
         emb = self._emb
         if emb is None:
             return
