@@ -24,6 +24,7 @@ from pocoviz.recordings.io import (
 )
 from pocoviz.recordings.readers.suite2p import find_plane_dir, read_suite2p
 from pocoviz.recordings.schema import RecordingError, make_recording, validate
+from tests.realdata import FLAVELL_WORMS, flavell_file
 
 #: Writing string coords to Zarr v3 warns that the dtype has no v3 spec yet (reading is unaffected).
 zarr_write_warnings = pytest.mark.filterwarnings(
@@ -65,12 +66,9 @@ def _small_recording(n_time: int = 60, n_unit: int = 5, seed: int = 0, **kw) -> 
 # --- real data: Flavell-lab C. elegans --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("uid", "n_unit", "n_labelled"),
-    [("2022-07-26-31", 146, 100), ("2022-07-27-45", 140, 109)],
-)
+@pytest.mark.parametrize(("uid", "n_unit", "n_labelled"), [(u, *v) for u, v in FLAVELL_WORMS.items()])
 def test_flavell_opens_with_neuropal_labels(shared_data, uid, n_unit, n_labelled):
-    path = shared_data / "celegans_flavell_dag2023" / f"{uid}-data.h5"
+    path = flavell_file(uid)
     ds = open_recording(path)
     assert validate(ds) is ds
     assert ds.activity.dims == ("time", "unit") and ds.activity.dtype == np.float32
@@ -106,8 +104,8 @@ def test_flavell_opens_with_neuropal_labels(shared_data, uid, n_unit, n_labelled
     assert all(ds[v].dims == ("time",) for v in ds.data_vars if v != "activity")
 
 
-def test_flavell_smb_ganglion_kept_as_unknown(flavell_files):
-    ds = open_recording(flavell_files[1])
+def test_flavell_smb_ganglion_kept_as_unknown(shared_data):
+    ds = open_recording(flavell_file("2022-07-27-45"))
     smb = ds.region.values[np.char.startswith(ds.label.values.astype(str), "SMB")]
     assert len(smb) >= 2 and set(smb) == {"unknown"}
 
@@ -570,8 +568,10 @@ def test_open_corpus_on_a_folder_of_recordings(tmp_path, flavell_files):
     (folder / "notes.txt").write_text("not a recording")
     tree = open_corpus(folder)
     paths = sorted(n.path for n in tree.subtree if "activity" in n.data_vars)
-    assert paths == ["/C_elegans/2022-07-26-31", "/C_elegans/2022-07-27-45", "/unknown/extra"]
-    assert (tree["/C_elegans/2022-07-27-45"].label.values != "").sum() == 109
+    uids = [f.name.removesuffix("-data.h5") for f in flavell_files]
+    assert paths == [f"/C_elegans/{u}" for u in uids] + ["/unknown/extra"]
+    for u in uids:
+        assert (tree[f"/C_elegans/{u}"].label.values != "").sum() == FLAVELL_WORMS[u][1]
 
 
 # --- detection by content ---------------------------------------------------------------------------
