@@ -28,6 +28,7 @@ from pocoviz.backend import (
     describe,
     get_device,
     seed_everything,
+    single_threaded,
 )
 
 HAS_CUDA = torch.cuda.is_available()
@@ -245,6 +246,17 @@ def test_configure_threads_limits_blas(threads, blas):
     libs = _blas_threads()
     assert libs, "numpy links a BLAS that threadpoolctl should find"
     assert all(n == blas for n in libs)
+
+
+def test_single_threaded_runs_one_torch_and_one_blas_thread_and_puts_them_back(threads):
+    threads(torch_threads=3, blas_threads=2)
+    with single_threaded():
+        assert torch.get_num_threads() == 1
+        assert _blas_threads() and all(n == 1 for n in _blas_threads())
+    assert torch.get_num_threads() == 3 and all(n == 2 for n in _blas_threads())
+    with pytest.raises(ZeroDivisionError), single_threaded():
+        1 / 0
+    assert torch.get_num_threads() == 3 and all(n == 2 for n in _blas_threads())
 
 
 @pytest.mark.parametrize(("env", "expected"), [("1", 1), ("3", 3), (" 2 ", 2)])

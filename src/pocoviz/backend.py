@@ -13,8 +13,10 @@ device(type='cpu')
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +150,36 @@ def configure_threads(torch_threads: int | None = None, blas_threads: int | None
     except Exception:  # threadpoolctl missing or no BLAS found: nothing to limit
         _BLAS_LIMITER = None
     return ThreadSettings(torch.get_num_threads(), torch.get_num_interop_threads(), int(blas_threads))
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the block with one torch thread and one BLAS thread, then put the counts back.
+
+    For computations whose bits must not depend on the machine's core count (the shipped demo
+    corpus, the shipped sweeps): a float reduction split over more threads sums in another order.
+    The thread counts are process-wide, so another thread computing meanwhile runs single-threaded too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with single_threaded():
+    ...     torch.get_num_threads()
+    1
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        blas: Any = threadpool_limits(limits=1, user_api="blas")
+    except Exception:  # threadpoolctl missing or no BLAS found: nothing to limit
+        blas = contextlib.nullcontext()
+    try:
+        with blas:
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def describe() -> dict[str, Any]:

@@ -28,7 +28,13 @@ CURBD (Perich et al. 2020):
    as POCO trains on z-scored data; ``output="dF/F"`` keeps dF/F relative to the true resting
    fluorescence and ``output="F"`` gives raw fluorescence (``F0 * (1 + dF/F)``).
 
-Everything is deterministic: the same ``seed`` gives bit-identical arrays on one machine.
+Everything is deterministic: the same ``seed`` gives bit-identical arrays on one machine, whatever
+its core count (the generator runs on one torch and one BLAS thread). Across CPUs the observation
+stage avoids CPU-dispatched float32 kernels (MKL's sgemm and vector math: drive and softplus in
+float64 summed in a fixed order, ``sqrt`` from NumPy), so AVX2 and AVX-512 machines agree on it. The
+latent network is chaotic, so a last-bit change in float64 ``tanh`` or the ``J @ r`` product would
+change whole trajectories: this holds for NumPy's AVX2/AVX-512 code and OpenBLAS's Haswell, SkylakeX
+and Zen kernels (the same bits), not for older ones (OpenBLAS's Sandybridge kernel differs).
 
 =========  ==========  =========  ==========  ========================  ================================
 species    frame rate  ``tau_s``  calcium     regions                   units per session (default)
@@ -55,10 +61,12 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -727,11 +735,28 @@ def _observe_region(
     import torch
 
     T, U = Z.shape[0], Wd.shape[1]
-    zt = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
-    w = torch.from_numpy(np.ascontiguousarray(Wd * gain[None, :], dtype=np.float32))
-    x = zt @ w  # drive
-    x.add_(torch.from_numpy(threshold.astype(np.float32))).clamp_(max=20.0)
-    x.exp_().log1p_()  # softplus: firing rate
+    # drive and softplus in float64, rounded once to float32: torch's float32 matmul and exp/log1p go
+    # through MKL (sgemm, VML), whose kernels, and so their last bits, depend on the CPU (an AVX-512
+    # Xeon and an AMD EPYC differed in a few quantized values of the shipped corpus). The float64
+    # drive is summed in a fixed order (one rounding per product and per sum, the same on every
+    # IEEE machine); a last-bit difference of float64 exp/log1p between CPUs is 2^-29 of a float32
+    # ulp and (almost) never survives the rounding. Column blocks bound the float64 scratch memory.
+    x = torch.empty((T, U), dtype=torch.float32)
+    xn = x.numpy()
+    Z64 = np.asarray(Z, dtype=np.float64)
+    w64 = np.asarray(Wd, dtype=np.float64) * gain[None, :]
+    th64 = np.asarray(threshold, dtype=np.float64)
+    step = max(1, (1 << 22) // max(T, 1))  # 4M float64 values (32 MB) a block
+    for c0 in range(0, U, step):
+        c1 = min(U, c0 + step)
+        drive = Z64[:, :1] * w64[:1, c0:c1]
+        for k in range(1, Z64.shape[1]):
+            drive += Z64[:, k : k + 1] * w64[k : k + 1, c0:c1]
+        drive += th64[None, c0:c1]
+        np.minimum(drive, 20.0, out=drive)
+        np.exp(drive, out=drive)
+        np.log1p(drive, out=drive)  # softplus: firing rate
+        xn[:, c0:c1] = drive
     # calcium: c[t] = alpha c[t-1] + (1 - alpha) r[t], c[0] = r[0]
     x[1:].mul_(1.0 - alpha)
     for t in range(1, T):
@@ -743,7 +768,8 @@ def _observe_region(
     # noise SD^2 = var * (0.5 + 0.5 c / mean(c)): half read noise, half shot noise (follows F)
     shot, eps = work.views((T, U))
     torch.mul(x, 0.5 * var / c_mean.clamp_min(1e-6), out=shot)
-    shot.add_(0.5 * var).sqrt_()
+    shot.add_(0.5 * var)
+    np.sqrt(shot.numpy(), out=shot.numpy())  # IEEE-exact; torch's sqrt_ is MKL VML, CPU-dependent
     eps.normal_(generator=gen)
     eps.mul_(shot)
     x.mul_(amp_t).add_(eps)
@@ -785,6 +811,23 @@ def _preset(species: str) -> SpeciesPreset:
         raise ValueError(f"unknown species {species!r}; choose one of {sorted(SPECIES_PRESETS)}") from None
 
 
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _single_threaded(fn: _F) -> _F:
+    """Run ``fn`` with one torch and one BLAS thread, so that its bits do not depend on the core count."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from pocoviz.backend import single_threaded
+
+        with single_threaded():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_single_threaded
 def make_session(
     species: Species | str,
     *,
