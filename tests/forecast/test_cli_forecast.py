@@ -54,6 +54,24 @@ def test_train_evaluate_round_trip(tmp_path, recordings, capsys):
     assert "sine/a" in text and "per-step MSE" in text and "sine/b" not in text
 
 
+def test_evaluate_json_has_mae(recordings, capsys):
+    """MAE beside score and MSE in ``evaluate --json`` (the shipped NLinear needs no training)."""
+    assert main(["evaluate", "nlinear_demo", str(recordings[0]), str(recordings[1]), "--json"]) == 0
+    d = _json_out(capsys)
+    for key in ("mae", "copy_mae", "per_step_mae", "per_step_copy_mae", "dataset_mae", "score", "mse", "per_step_mse"):
+        assert key in d, key
+    assert len(d["per_step_mae"]) == len(d["per_step_copy_mae"]) == 16
+    assert 0 < d["mae"] < d["mse"] ** 0.5  # MAE <= RMSE
+    assert d["dataset_mae"] == pytest.approx({"sine": d["mae"]})
+    # the report's MAE weighs each session by its predictions (windows x units x steps)
+    weights = [s["windows"] * s["units"] for s in d["sessions"]]
+    assert d["mae"] == pytest.approx(np.average([s["mae"] for s in d["sessions"]], weights=weights), rel=1e-9)
+    assert np.mean(d["per_step_mae"]) == pytest.approx(d["mae"], rel=1e-9)
+    for s in d["sessions"]:
+        assert len(s["per_step_mae"]) == 16 and s["copy_mae"] > 0
+        assert np.mean(s["per_step_mae"]) == pytest.approx(s["mae"], rel=1e-9)
+
+
 def test_finetune_adds_the_new_session(tmp_path, recordings, capsys):
     base = tmp_path / "poco"
     assert main(["train", "POCO", str(recordings[0]), "--out", str(base), "--steps", "10", "--eval-every", "10", "--batch-size", "8",

@@ -1,6 +1,7 @@
 """The prediction score (spec §3): copy-last scores exactly 0, a perfect forecaster exactly 1,
 and every breakdown (per session, per step, per unit, per region) matches sums computed here
-independently with numpy over the split's windows; refusals of unknown sessions.
+independently with numpy over the split's windows; so does MAE (overall, per step, per unit,
+copy-last, per dataset, in the JSON); refusals of unknown sessions.
 
 Most checks use a corpus of quantised random walks (multiples of 1/4, |x| <= 8): every squared
 error and every sum over windows is then exact in float32, so the library's sums and the float64
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from pocoviz.forecast import ForecastCorpus, build_model, evaluate
+from pocoviz.forecast import EvalReport, ForecastCorpus, build_model, evaluate
 from pocoviz.forecast.base import Forecaster, SessionInfo
 from pocoviz.recordings.schema import make_recording
 
@@ -144,6 +145,7 @@ def test_copy_last_scores_exactly_zero(request, which, split):
         assert s.copy_sse.sum() > 0
         assert s.score == 0.0, s.name
         assert np.array_equal(s.sse, s.copy_sse)
+        assert np.array_equal(s.sae, s.copy_sae) and s.mae == s.copy_mae > 0
     assert rep.score == 0.0
     assert rep.model == "copy-last" and rep.split == split
 
@@ -321,3 +323,78 @@ def test_session_without_windows_has_no_mse(corpus):
     assert rep.mse == pytest.approx(long_.mse, rel=1e-12)  # no predictions, no weight
     assert math.isnan(empty.mse), f"a session without windows reports MSE {empty.mse} instead of NaN"
     assert math.isnan(rep.dataset_mse()["d3"]), f"a dataset without windows reports MSE {rep.dataset_mse()['d3']} instead of NaN"
+    assert math.isnan(empty.mae) and np.isnan(empty.per_step_mae).all() and np.isnan(empty.per_unit_mae).all()
+    assert math.isnan(rep.dataset_mae()["d3"]) and rep.mae == pytest.approx(long_.mae, rel=1e-12)
+    np.testing.assert_allclose(rep.per_step_mae, long_.per_step_mae, rtol=1e-12)
+    only_empty = EvalReport("copy-last", "test", [empty])
+    assert math.isnan(only_empty.mae) and np.isnan(only_empty.per_step_mae).all() and only_empty.per_step_mae.shape == (P,)
+
+
+# -- MAE (ZAPBench's metric, spec §4.3) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_forecasts(corpus):
+    """An Oracle that answers every test window with a random forecast (multiples of 1/4 in
+    [-8, 8], so every absolute error and its sums are exact in float32), and the forecasts and
+    targets per session as the numpy reference sees them."""
+    rng = np.random.default_rng(7)
+    table, ref = {}, {}
+    for i, name in enumerate(corpus.names):
+        ctx, tgt = reference_windows(corpus, name, "test")
+        pred = (rng.integers(-32, 33, size=tgt.shape) * 0.25).astype(np.float32)
+        for c, f in zip(ctx, pred):
+            table[(i, np.ascontiguousarray(c).tobytes())] = np.ascontiguousarray(f)
+        ref[name] = (ctx.astype(np.float64), tgt.astype(np.float64), pred.astype(np.float64))
+    return Oracle(corpus.sessions, table), ref
+
+
+def test_mae_matches_numpy_over_sessions_of_different_sizes(corpus, random_forecasts):
+    model, ref = random_forecasts
+    rep = evaluate(model, corpus, "test", batch_size=45)  # batches that do not divide the window counts
+    # three sessions with 5, 7 and 4 units and 197, 136 and 197 windows: the weighting matters
+    assert {s.name: (s.n_windows, s.sae.shape[1]) for s in rep.sessions} == {"d1/s0": (197, 5), "d1/s1": (136, 7), "d2/s0": (197, 4)}
+    for s in rep.sessions:
+        ctx, tgt, pred = ref[s.name]
+        err, copy_err = np.abs(pred - tgt), np.abs(ctx[:, -1:, :] - tgt)
+        assert s.sae.shape == (P, tgt.shape[2])
+        np.testing.assert_allclose(s.per_step_mae, err.mean(axis=(0, 2)), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(s.per_step_copy_mae, copy_err.mean(axis=(0, 2)), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(s.per_unit_mae, err.mean(axis=(0, 1)), rtol=1e-12, atol=0)
+        assert s.mae == pytest.approx(err.mean(), rel=1e-12)
+        assert s.copy_mae == pytest.approx(copy_err.mean(), rel=1e-12)
+        assert s.mse == pytest.approx(((pred - tgt) ** 2).mean(), rel=1e-12)  # MSE unchanged by the new sums
+        assert s.mae < math.sqrt(s.mse)  # MAE <= RMSE, strictly for errors of unequal size
+    # report level: every prediction weighs the same, whatever its session's size
+    flat = {name: np.abs(pred - tgt).transpose(1, 0, 2).reshape(P, -1) for name, (_, tgt, pred) in ref.items()}
+    flat_copy = {name: np.abs(ctx[:, -1:, :] - tgt).transpose(1, 0, 2).reshape(P, -1) for name, (ctx, tgt, _) in ref.items()}
+    every = np.concatenate(list(flat.values()), axis=1)
+    np.testing.assert_allclose(rep.per_step_mae, every.mean(axis=1), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(rep.per_step_copy_mae, np.concatenate(list(flat_copy.values()), axis=1).mean(axis=1), rtol=1e-12, atol=0)
+    assert rep.mae == pytest.approx(every.mean(), rel=1e-12)
+    unweighted = np.mean([s.mae for s in rep.sessions])
+    assert abs(rep.mae - unweighted) > 1e-4  # the weighting is visible in this corpus
+    d1 = np.concatenate([flat["d1/s0"], flat["d1/s1"]], axis=1).mean()
+    assert rep.dataset_mae() == pytest.approx({"d1": d1, "d2": flat["d2/s0"].mean()}, rel=1e-12)
+
+
+def test_mae_in_the_json(corpus, random_forecasts):
+    model, ref = random_forecasts
+    rep = evaluate(model, corpus, "test")
+    back = json.loads(json.dumps(rep.to_json()))
+    every = np.concatenate([np.abs(p - t).transpose(1, 0, 2).reshape(P, -1) for _, t, p in ref.values()], axis=1)
+    every_copy = np.concatenate([np.abs(c[:, -1:, :] - t).transpose(1, 0, 2).reshape(P, -1) for c, t, _ in ref.values()], axis=1)
+    assert back["mae"] == pytest.approx(every.mean(), rel=1e-12)
+    assert back["copy_mae"] == pytest.approx(every_copy.mean(), rel=1e-12)
+    np.testing.assert_allclose(back["per_step_mae"], every.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(back["per_step_copy_mae"], every_copy.mean(axis=1), rtol=1e-12)
+    assert back["dataset_mae"] == pytest.approx(rep.dataset_mae(), rel=1e-15) and set(back["dataset_mae"]) == {"d1", "d2"}
+    # the fields that were there before are still there
+    assert {"score", "mse", "dataset_scores", "per_step_mse", "per_step_copy_mse"} <= set(back)
+    for s in back["sessions"]:
+        ctx, tgt, pred = ref[s["name"]]
+        assert s["mae"] == pytest.approx(np.abs(pred - tgt).mean(), rel=1e-12)
+        assert s["copy_mae"] == pytest.approx(np.abs(ctx[:, -1:, :] - tgt).mean(), rel=1e-12)
+        np.testing.assert_allclose(s["per_step_mae"], np.abs(pred - tgt).mean(axis=(0, 2)), rtol=1e-12)
+        np.testing.assert_allclose(s["per_step_copy_mae"], np.abs(ctx[:, -1:, :] - tgt).mean(axis=(0, 2)), rtol=1e-12)
+        assert {"score", "mse", "copy_mse", "per_step_mse", "region_scores"} <= set(s)

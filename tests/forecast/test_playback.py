@@ -1,7 +1,8 @@
 """Forecasts at every cursor of a recording (the Forecast tab's playback): the test-split score
 equals evaluate()'s, rows equal the model's own forward, copy-last scores exactly 0, progressive
 compute from the playhead wraps and stops, NaN frames drop their windows, metrics(upto, split)
-equals a plain numpy reference at every stage of a progressive fill, and the netCDF round trip."""
+equals a plain numpy reference at every stage of a progressive fill (MSE and MAE), and the netCDF
+round trip."""
 
 from __future__ import annotations
 
@@ -84,6 +85,9 @@ def reference_metrics(rf: RecordingForecast, upto: int | None, split: str | None
         "n_windows": n,
         "score": 1 - sse.sum() / copy.sum() if n else np.nan,
         "per_step_mse": rf.sse_step[sel].sum(0) / (n * rf.U) if n else np.full(rf.P, np.nan),
+        "per_step_mae": rf.sae_step[sel].sum(0) / (n * rf.U) if n else np.full(rf.P, np.nan),
+        "per_step_copy_mae": rf.copy_sae_step[sel].sum(0) / (n * rf.U) if n else np.full(rf.P, np.nan),
+        "mae": rf.sae_step[sel].sum() / (n * rf.P * rf.U) if n else np.nan,
         "per_unit_score": 1 - sse.sum(0) / copy.sum(0) if n else np.full(rf.U, np.nan),
     }
 
@@ -108,6 +112,9 @@ def test_test_split_metrics_equal_evaluate(corpus, activity, kind):
     np.testing.assert_allclose(m["per_unit_score"], ref.per_unit_score, rtol=1e-5, atol=1e-7)
     assert m["mse"] == pytest.approx(ref.mse, rel=1e-5)
     assert m["copy_mse"] == pytest.approx(ref.copy_mse, rel=1e-6)
+    assert m["mae"] == pytest.approx(ref.mae, rel=1e-5) and m["copy_mae"] == pytest.approx(ref.copy_mae, rel=1e-6)
+    np.testing.assert_allclose(m["per_step_mae"], ref.per_step_mae, rtol=1e-5)
+    np.testing.assert_allclose(m["per_step_copy_mae"], ref.per_step_copy_mae, rtol=1e-6)
     expected_regions = ref.region_scores(np.array(REGIONS))
     assert m["region_scores"].keys() == expected_regions.keys() == {"A", "B", "C"}
     for r, v in expected_regions.items():
@@ -130,6 +137,8 @@ def test_rows_equal_the_models_own_forward(corpus, activity):
     truth = np.stack([activity[t : t + P] for t in picks])
     np.testing.assert_allclose(rf.sse[picks], ((direct - truth) ** 2).sum(1), rtol=1e-5)
     np.testing.assert_allclose(rf.sse_step[picks], ((direct - truth) ** 2).sum(2), rtol=1e-5)
+    np.testing.assert_allclose(rf.sae_step[picks], np.abs(direct - truth).sum(2), rtol=1e-5)
+    np.testing.assert_allclose(rf.copy_sae_step[picks], np.abs(activity[picks - 1][:, None, :] - truth).sum(2), rtol=1e-5)
     np.testing.assert_allclose(rf.copy_sse[picks], ((activity[picks - 1][:, None, :] - truth) ** 2).sum(1), rtol=1e-5)
     assert rf.done.sum() == 4 and rf.done[picks].all()
     others = np.setdiff1d(np.arange(rf.T), picks)
@@ -147,6 +156,8 @@ def test_copy_last_scores_exactly_zero(corpus, activity):
         assert m["score"] == 0.0
         assert (m["per_unit_score"] == 0.0).all()
         np.testing.assert_array_equal(m["per_step_mse"], m["per_step_copy_mse"])
+        np.testing.assert_array_equal(m["per_step_mae"], m["per_step_copy_mae"])
+        assert m["mae"] == m["copy_mae"] > 0
 
 
 @pytest.mark.parametrize(
@@ -268,9 +279,13 @@ def test_metrics_count_only_played_windows_and_match_a_reference(corpus, activit
                 if ref["n_windows"]:
                     assert got["score"] == pytest.approx(ref["score"], rel=1e-9), (upto, split)
                     np.testing.assert_allclose(got["per_step_mse"], ref["per_step_mse"], rtol=1e-9)
+                    np.testing.assert_allclose(got["per_step_mae"], ref["per_step_mae"], rtol=1e-9)
+                    np.testing.assert_allclose(got["per_step_copy_mae"], ref["per_step_copy_mae"], rtol=1e-9)
+                    assert got["mae"] == pytest.approx(ref["mae"], rel=1e-9), (upto, split)
                     np.testing.assert_allclose(got["per_unit_score"], ref["per_unit_score"], rtol=1e-9)
                 else:
                     assert np.isnan(got["score"]) and np.isnan(got["per_step_mse"]).all()
+                    assert np.isnan(got["mae"]) and np.isnan(got["per_step_mae"]).all()
     full = rf.metrics()
     assert rf.metrics(upto=C + P)["n_windows"] == 1  # only cursor C has played its whole target
     assert full["n_windows"] == rf.n_valid
@@ -331,4 +346,5 @@ def test_a_recording_shorter_than_one_window_has_no_cursors(corpus):
     assert rf.n_valid == 0 and rf.fraction_done == 1.0 and rf.compute() == 0
     m = rf.metrics()
     assert m["n_windows"] == 0 and np.isnan(m["score"]) and np.isnan(m["per_unit_score"]).all()
+    assert np.isnan(m["mae"]) and np.isnan(m["copy_mae"]) and np.isnan(m["per_step_mae"]).all()
     assert rf.to_dataset().sizes["cursor"] == 0

@@ -3,7 +3,9 @@
 ``score_s = 1 - MSE_s / MSE_copy_s`` per session, where MSE runs over every window of the split,
 every horizon step and every unit, and the copy-last forecast repeats the last context frame;
 the reported score is the unweighted mean over sessions. 0 is as good as copying the last frame,
-1 is perfect. Per-step MSE, per-unit and per-region scores come from the same sums.
+1 is perfect. Per-step MSE, per-unit and per-region scores come from the same sums, and MAE
+(the element mean of ``|ŷ - y|``, ZAPBench's metric per step, spec §4.3) from sums of absolute
+error gathered in the same pass.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class SessionScore:
     n_windows: int
     sse: np.ndarray  # (P, U) squared error summed over windows
     copy_sse: np.ndarray  # (P, U) same for copy-last
+    sae: np.ndarray  # (P, U) absolute error summed over windows
+    copy_sae: np.ndarray  # (P, U) same for copy-last
 
     def _mean(self, total: np.ndarray | float, count: int) -> np.ndarray | float:
         # no windows: no estimate (NaN), never a perfect 0
@@ -60,6 +64,29 @@ class SessionScore:
     @property
     def per_unit_mse(self) -> np.ndarray:
         return self._mean(self.sse.sum(0), self.sse.shape[0] * self.n_windows)
+
+    @property
+    def mae(self) -> float:
+        """Element mean of ``|ŷ - y|`` over windows, steps and units (NaN without windows)."""
+        return float(self._mean(self.sae.sum(), self.sae.size * self.n_windows))
+
+    @property
+    def copy_mae(self) -> float:
+        return float(self._mean(self.copy_sae.sum(), self.copy_sae.size * self.n_windows))
+
+    @property
+    def per_step_mae(self) -> np.ndarray:
+        """MAE per horizon step 1..P, shape (P,)."""
+        return self._mean(self.sae.sum(1), self.sae.shape[1] * self.n_windows)
+
+    @property
+    def per_step_copy_mae(self) -> np.ndarray:
+        return self._mean(self.copy_sae.sum(1), self.copy_sae.shape[1] * self.n_windows)
+
+    @property
+    def per_unit_mae(self) -> np.ndarray:
+        """MAE per unit, shape (U,)."""
+        return self._mean(self.sae.sum(0), self.sae.shape[0] * self.n_windows)
 
     @property
     def per_unit_score(self) -> np.ndarray:
@@ -98,6 +125,19 @@ class EvalReport:
         n = sum(s.sse.size * s.n_windows for s in self.sessions)
         return float(sum(s.sse.sum() for s in self.sessions) / max(n, 1))
 
+    @property
+    def mae(self) -> float:
+        """Element mean of ``|ŷ - y|`` over all sessions (weighted by the number of predictions;
+        NaN without any)."""
+        n = sum(s.sae.size * s.n_windows for s in self.sessions)
+        return float(sum(s.sae.sum() for s in self.sessions) / n) if n > 0 else float("nan")
+
+    @property
+    def copy_mae(self) -> float:
+        """The same for copy-last."""
+        n = sum(s.copy_sae.size * s.n_windows for s in self.sessions)
+        return float(sum(s.copy_sae.sum() for s in self.sessions) / n) if n > 0 else float("nan")
+
     def dataset_scores(self) -> dict[str, float]:
         out: dict[str, list[float]] = {}
         for s in self.sessions:
@@ -114,6 +154,17 @@ class EvalReport:
             res[d] = float(sum(x.sse.sum() for x in v) / n) if n > 0 else float("nan")  # no windows: undefined
         return res
 
+    def dataset_mae(self) -> dict[str, float]:
+        """MAE per dataset, weighted by the number of predictions (NaN for a dataset without windows)."""
+        out: dict[str, list[SessionScore]] = {}
+        for s in self.sessions:
+            out.setdefault(s.dataset, []).append(s)
+        res = {}
+        for d, v in out.items():
+            n = sum(x.sae.size * x.n_windows for x in v)
+            res[d] = float(sum(x.sae.sum() for x in v) / n) if n > 0 else float("nan")
+        return res
+
     @property
     def per_step_mse(self) -> np.ndarray:
         """MSE per horizon step 1..P over all sessions (weighted by predictions)."""
@@ -127,6 +178,22 @@ class EvalReport:
         den = sum(s.copy_sse.shape[1] * s.n_windows for s in self.sessions)
         return np.asarray(num) / max(den, 1)
 
+    def _per_step(self, attr: str) -> np.ndarray:
+        den = sum(getattr(s, attr).shape[1] * s.n_windows for s in self.sessions)
+        if den == 0:  # no predictions: no estimate
+            p = getattr(self.sessions[0], attr).shape[0] if self.sessions else 0
+            return np.full(p, np.nan)
+        return np.asarray(sum(getattr(s, attr).sum(1) for s in self.sessions)) / den
+
+    @property
+    def per_step_mae(self) -> np.ndarray:
+        """MAE per horizon step 1..P over all sessions (weighted by predictions), shape (P,)."""
+        return self._per_step("sae")
+
+    @property
+    def per_step_copy_mae(self) -> np.ndarray:
+        return self._per_step("copy_sae")
+
     def session(self, name: str) -> SessionScore:
         for s in self.sessions:
             if s.name == name:
@@ -137,12 +204,14 @@ class EvalReport:
         return {s.name: s.region_scores(self.regions[s.name]) for s in self.sessions if s.name in self.regions}
 
     def to_json(self, *, per_unit: bool = False) -> dict[str, Any]:
-        """Plain JSON: mean score, per-dataset and per-session scores, per-step MSE."""
+        """Plain JSON: mean score, per-dataset and per-session scores, MSE and MAE, each also per step."""
         sessions = []
         for s in self.sessions:
             d: dict[str, Any] = {
                 "name": s.name, "dataset": s.dataset, "windows": s.n_windows, "units": int(s.sse.shape[1]),
                 "score": s.score, "mse": s.mse, "copy_mse": s.copy_mse, "per_step_mse": s.per_step_mse.tolist(),
+                "mae": s.mae, "copy_mae": s.copy_mae, "per_step_mae": s.per_step_mae.tolist(),
+                "per_step_copy_mae": s.per_step_copy_mae.tolist(),
             }  # fmt: skip
             if s.name in self.regions:
                 d["region_scores"] = s.region_scores(self.regions[s.name])
@@ -157,6 +226,11 @@ class EvalReport:
             "dataset_scores": self.dataset_scores(),
             "per_step_mse": self.per_step_mse.tolist(),
             "per_step_copy_mse": self.per_step_copy_mse.tolist(),
+            "mae": self.mae,
+            "copy_mae": self.copy_mae,
+            "dataset_mae": self.dataset_mae(),
+            "per_step_mae": self.per_step_mae.tolist(),
+            "per_step_copy_mae": self.per_step_copy_mae.tolist(),
             "sessions": sessions,
         }
 
@@ -217,17 +291,21 @@ def evaluate(
                 continue
             sse = np.zeros((corpus.horizon, info.n_units))
             copy = np.zeros_like(sse)
+            sae = np.zeros_like(sse)
+            copy_sae = np.zeros_like(sse)
             n = 0
             for ctx, tgt, _ in corpus.session_windows(split, ci, batch_size):
                 ctx, tgt = ctx.to(device), tgt.to(device)
                 sess = torch.full((ctx.shape[0],), mapping[ci], dtype=torch.int64, device=device)
                 with autocast_context(device):
                     pred = model(ctx, sess)
-                pred = pred.float()
-                sse += ((pred - tgt) ** 2).sum(0).double().cpu().numpy()
-                copy += ((ctx[:, -1:, :] - tgt) ** 2).sum(0).double().cpu().numpy()
+                err, copy_err = pred.float() - tgt, ctx[:, -1:, :] - tgt
+                sse += (err**2).sum(0).double().cpu().numpy()
+                copy += (copy_err**2).sum(0).double().cpu().numpy()
+                sae += err.abs().sum(0).double().cpu().numpy()
+                copy_sae += copy_err.abs().sum(0).double().cpu().numpy()
                 n += ctx.shape[0]
-            out.append(SessionScore(info.name, info.dataset, n, sse, copy))
+            out.append(SessionScore(info.name, info.dataset, n, sse, copy, sae, copy_sae))
             r = corpus.regions(info.name)
             if r is not None:
                 regions[info.name] = r

@@ -10,7 +10,8 @@ to call several times per second.
 A cursor ``t`` (a frame index) is the first forecast frame: the context is frames ``t-C..t-1``
 and the forecast frames ``t..t+P-1``. The score is POCO's (spec §3): ``1 - SSE / SSE_copy``,
 where copy-last repeats frame ``t-1``; over the test windows of a recording it is the per-session
-score of :func:`pocoviz.forecast.evaluate`.
+score of :func:`pocoviz.forecast.evaluate`. MSE and MAE (``|ŷ - y|``, spec §4.3), overall and
+per step ahead, come from the same windows.
 
 Examples
 --------
@@ -144,7 +145,9 @@ class RecordingForecast:
         before the float16 cast); NaN until computed.
     sse_step : ndarray of float64, shape (T, P)
         Squared error summed over units, per cursor and step.
-    copy_sse, copy_sse_step : ndarray of float64, shapes (T, U) and (T, P)
+    sae_step : ndarray of float64, shape (T, P)
+        Absolute error summed over units, per cursor and step.
+    copy_sse, copy_sse_step, copy_sae_step : ndarray of float64, shapes (T, U), (T, P), (T, P)
         The same for copy-last (frame ``t-1`` for every step), for every valid cursor at once.
     window_split : ndarray of str, shape (T,)
         ``"train"``, ``"val"``, ``"test"`` or ``""`` (invalid, or crossing a split boundary).
@@ -153,8 +156,8 @@ class RecordingForecast:
     Notes
     -----
     One writer thread (:meth:`compute`; concurrent calls queue on a lock) and any number of
-    reader threads. A batch writes its rows of :attr:`forecast`, :attr:`sse` and
-    :attr:`sse_step` first and sets :attr:`done` last, so a reader that checks ``done[t]`` sees
+    reader threads. A batch writes its rows of :attr:`forecast`, :attr:`sse`,
+    :attr:`sse_step` and :attr:`sae_step` first and sets :attr:`done` last, so a reader that checks ``done[t]`` sees
     a complete row.
 
     Examples
@@ -237,6 +240,8 @@ class RecordingForecast:
         self.sse_step = np.full((T, P), np.nan)
         self.copy_sse = np.full((T, U), np.nan)
         self.copy_sse_step = np.full((T, P), np.nan)
+        self.sae_step = np.full((T, P), np.nan)
+        self.copy_sae_step = np.full((T, P), np.nan)
         self._rec = self._rec.to(self.device)
         self._offsets = torch.arange(C + P, device=self.device)
         self._n_done = 0
@@ -247,7 +252,7 @@ class RecordingForecast:
         nb = -(-T // BLOCK)
         self._seen = np.zeros(T, dtype=bool)
         self._cache_version = 0
-        self._blk = [np.zeros((nb, U)), np.zeros((nb, U)), np.zeros((nb, P)), np.zeros((nb, P)), np.zeros((nb, 1))]
+        self._blk = [np.zeros((nb, w)) for w in (U, U, P, P, P, P, 1)]  # in the order of _stats()
         self._cum = [np.zeros((nb + 1, b.shape[1])) for b in self._blk]
         self._ones = np.ones((T, 1))
         if self.regions is not None:
@@ -299,10 +304,12 @@ class RecordingForecast:
             if not keep.any():
                 continue
             last = self._rec[t0 - 1 : t1 - 1, None, :].expand(-1, P, -1)
-            err = ((last - targets[t0:t1]) ** 2).contiguous()
+            diff = (last - targets[t0:t1]).contiguous()
+            err, ae = diff**2, diff.abs()
             rows = t0 + np.flatnonzero(keep)
             self.copy_sse[rows] = err.sum(1).cpu().double().numpy()[keep]
             self.copy_sse_step[rows] = err.sum(2).cpu().double().numpy()[keep]
+            self.copy_sae_step[rows] = ae.sum(2).cpu().double().numpy()[keep]
 
     def pending(self, cursors: Sequence[int] | np.ndarray | None = None, *, start: int | None = None) -> np.ndarray:
         """The valid, not yet computed cursors among ``cursors`` (default: all), in the order
@@ -370,13 +377,16 @@ class RecordingForecast:
                         with autocast_context(self.device):
                             pred = model(ctx, sess[: len(rows)])
                         pred = pred.float()
-                        err = (pred - tgt) ** 2
+                        diff = pred - tgt
+                        err = diff**2
                         f16 = pred.to(torch.float16).cpu().numpy()
                         s = err.sum(1).cpu().double().numpy()
                         s_step = err.sum(2).cpu().double().numpy()
+                        a_step = diff.abs().sum(2).cpu().double().numpy()
                         self.forecast[rows] = f16
                         self.sse[rows] = s
                         self.sse_step[rows] = s_step
+                        self.sae_step[rows] = a_step
                         self.done[rows] = True  # last: readers trust done rows
                         self._n_done += len(rows)
                         self._version += 1
@@ -390,7 +400,7 @@ class RecordingForecast:
     # -- scores ------------------------------------------------------------------------------
 
     def _stats(self) -> list[np.ndarray]:
-        return [self.sse, self.copy_sse, self.sse_step, self.copy_sse_step, self._ones]
+        return [self.sse, self.copy_sse, self.sse_step, self.copy_sse_step, self.sae_step, self.copy_sae_step, self._ones]
 
     def _refresh(self) -> None:
         """Bring the block sums up to the cursors done now (caller holds the read lock)."""
@@ -438,7 +448,8 @@ class RecordingForecast:
         -------
         dict
             ``n_windows``; ``score`` (``1 - SSE / SSE_copy``, NaN without windows); ``mse``,
-            ``copy_mse``; ``per_step_mse``, ``per_step_copy_mse`` (P,); ``per_unit_mse``,
+            ``copy_mse``; ``per_step_mse``, ``per_step_copy_mse`` (P,); ``mae``, ``copy_mae``
+            (element means of ``|ŷ - y|``); ``per_step_mae``, ``per_step_copy_mae`` (P,); ``per_unit_mse``,
             ``per_unit_score`` (U,) (score NaN where copy-last has no error);
             ``region_scores`` ``{region: score}`` when regions were given ("" units skipped).
 
@@ -453,14 +464,14 @@ class RecordingForecast:
             raise ValueError(f"unknown split {split!r}; the recording has {sorted(self._split_ranges)}")
         hi = T if upto is None else max(0, min(T, int(upto) - P + 1))
         ranges = [(0, T)] if split is None else self._split_ranges[split]
-        totals = [np.zeros(U), np.zeros(U), np.zeros(P), np.zeros(P), np.zeros(1)]
+        totals = [np.zeros(b.shape[1]) for b in self._blk]
         with self._read_lock:
             self._refresh()
             for a, b in ranges:
                 b = min(b, hi)
                 if b > a:
                     totals = [x + y for x, y in zip(totals, self._range_sums(a, b), strict=True)]
-        sse_u, copy_u, step, copy_step, n_arr = totals
+        sse_u, copy_u, step, copy_step, abs_step, copy_abs_step, n_arr = totals
         n = round(float(n_arr[0]))
         nan = float("nan")
         s, c = float(sse_u.sum()), float(copy_u.sum())
@@ -472,6 +483,10 @@ class RecordingForecast:
                 "copy_mse": c / (n * P * U) if n else nan,
                 "per_step_mse": step / (n * U) if n else np.full(P, nan),
                 "per_step_copy_mse": copy_step / (n * U) if n else np.full(P, nan),
+                "mae": float(abs_step.sum()) / (n * P * U) if n else nan,
+                "copy_mae": float(copy_abs_step.sum()) / (n * P * U) if n else nan,
+                "per_step_mae": abs_step / (n * U) if n else np.full(P, nan),
+                "per_step_copy_mae": copy_abs_step / (n * U) if n else np.full(P, nan),
                 "per_unit_mse": sse_u / (n * P) if n else np.full(U, nan),
                 "per_unit_score": np.where(copy_u > 0, 1.0 - sse_u / np.where(copy_u > 0, copy_u, 1.0), nan),
             }
