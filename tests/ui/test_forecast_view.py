@@ -121,6 +121,58 @@ def test_running_metrics_count_played_windows_and_match_the_forecasts(view):
     assert "test-split windows" in view._metrics_pane.object
 
 
+def metrics_table(view) -> dict[str, dict[str, str]]:
+    """The running-metrics table as {model: {column: cell text}} (read back from its HTML)."""
+    import re
+
+    text = view._metrics_pane.object
+    header = re.findall(r"<th>(.*?)</th>", text)
+    rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", text.split("<tbody>")[1])]
+    return {re.sub(r"<[^>]+>|■", "", r[0]).strip(): dict(zip(header, r)) for r in rows}
+
+
+def test_mae_in_the_table_and_per_step_equals_numpy(view):
+    view.session = "worm/worm1"
+    view.models = ["nlinear_demo", "mlp_demo"]
+    wait_for(lambda: all(r.state == "ready" for r in view._runs), view, what="two whole passes")
+    view.cursor = 420
+    view._refresh_metrics()
+    # the windows whose horizon has played: cursors C..420-P, recomputed here from the arrays
+    t = np.arange(C, 420 - P + 1)
+    act = view._recording.activity.astype(np.float64)
+    target = np.stack([act[s : s + P] for s in t])
+    copy = np.stack([np.repeat(act[s - 1 : s], P, 0) for s in t])
+    table = metrics_table(view)
+    assert set(table) == {"nlinear_demo", "mlp_demo"} and "MAE" in next(iter(table.values()))
+    per_step = {}
+    for run in view._runs:
+        pred = run.forecast.forecast[t].astype(np.float64)  # float16 storage: 2e-3 tolerances below
+        err = np.abs(pred - target)
+        row = table[run.label]
+        assert row["windows"] == str(len(t))
+        assert float(row["MAE"]) == pytest.approx(err.mean(), abs=2e-3)
+        assert float(row["MSE"]) == pytest.approx(((pred - target) ** 2).mean(), abs=2e-3)
+        per_step[run.label] = err.mean(axis=(0, 2))
+    assert float(table["nlinear_demo"]["MAE"]) != float(table["mlp_demo"]["MAE"])
+    # MSE per step by default; the toggle switches the plot (models and copy-last) to MAE per step
+    assert view.step_metric == "MSE" and view._step_fig.title.text == "MSE per step ahead"
+    mse_lines = [list(y) for y in view._step_src.data["ys"]]
+    view.step_metric = "MAE"  # redrawn at once, without waiting for a poll
+    steps = view._step_src.data
+    assert steps["model"] == ["nlinear_demo", "mlp_demo", "copy-last"]
+    assert view._step_fig.title.text == "MAE per step ahead" and "absolute" in view._step_fig.yaxis[0].axis_label
+    for label, ys in zip(steps["model"], steps["ys"]):
+        want = np.abs(copy - target).mean(axis=(0, 2)) if label == "copy-last" else per_step[label]
+        assert len(ys) == P
+        exact = label == "copy-last"  # from the float32 recording, not the float16 forecasts
+        np.testing.assert_allclose(ys, want, atol=0 if exact else 2e-3, rtol=1e-6 if exact else 0)
+    assert all(not np.allclose(a, b) for a, b in zip(mse_lines, steps["ys"]))
+    assert steps["ys"][2][-1] > steps["ys"][2][0]  # copy-last errs more further ahead
+    view.step_metric = "MSE"
+    assert view._step_fig.title.text == "MSE per step ahead"
+    np.testing.assert_allclose(view._step_src.data["ys"][0], mse_lines[0], rtol=1e-12)
+
+
 def test_best_and_worst_units_by_score(view):
     view.session = "worm/worm2"
     view.models = ["nlinear_demo"]

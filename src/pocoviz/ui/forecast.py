@@ -4,7 +4,8 @@ At the cursor t the traces plot shows, for each selected unit, the last C frames
 next P frames (truth, dashed) and every model's forecast of those frames; the population raster
 marks the cursor and the horizon. Forecasts for the whole recording are computed in batched passes
 by a background thread (nearest the cursor first) and cached per process, so playback only slices
-arrays. Running metrics cover the windows whose forecast horizon has been played.
+arrays. Running metrics (score, MSE, MAE; MSE or MAE per step ahead) cover the windows whose forecast
+horizon has been played.
 
 Threads: the worker thread only computes (models, forecasts, adaptations) and writes plain Python
 state; everything that touches Bokeh or Panel objects runs on the session's event loop (a periodic
@@ -55,6 +56,8 @@ METRICS_EVERY_S = 0.5
 CHUNK_UNIT_WINDOWS = 24_576
 ADAPT_STEPS = 200
 SPLIT_CHOICES = {"all played windows": "all", "test-split windows only": "test"}
+#: the error the per-step plot shows: squared (the score's) or absolute (ZAPBench's, POCO spec §4.3)
+STEP_METRICS = {"MSE": "mean squared error", "MAE": "mean absolute error"}
 
 
 @dataclass
@@ -123,6 +126,7 @@ class ForecastView(TabView):
     unit_ids = param.String(default="", doc="Unit ids, e.g. 0-3, 17 (or click the raster)")
     n_traces = param.Integer(default=8, bounds=(1, MAX_TRACES))
     metrics_over = param.Selector(default="all", objects=SPLIT_CHOICES)
+    step_metric = param.Selector(default="MSE", objects=list(STEP_METRICS), doc="Error per step ahead: MSE or MAE")
     adapt_steps = param.Integer(default=ADAPT_STEPS, bounds=(1, 5000), precedence=-1, doc="Fine-tuning steps of “Adapt”")
     status = param.String(default="")
     #: incremented each time a frame is drawn (for tests and the frame-rate readout)
@@ -562,13 +566,14 @@ class ForecastView(TabView):
         fig.css_classes = ["pocoviz-forecast-traces"]
         self._traces_pane = pn.pane.Bokeh(fig, sizing_mode="stretch_width", height=TRACES_HEIGHT)
 
-        # -- per-step MSE
+        # -- per-step error (MSE or MAE, switched by step_metric)
         steps = ColumnDataSource({"xs": [], "ys": [], "color": [], "model": []}, name="pocoviz-step-mse")
         sfig = figure(height=230, width=330, title="MSE per step ahead", x_axis_label="step ahead",
                       y_axis_label="MSE", tools="hover,save", toolbar_location=None)  # fmt: skip
         sfig.multi_line("xs", "ys", source=steps, line_color="color", line_width=2)
         sfig.hover.tooltips = [("model", "@model")]
         self._step_src = steps
+        self._step_fig = sfig
         sfig.css_classes = ["pocoviz-step-mse"]
         self._step_pane = pn.pane.Bokeh(sfig, width=340, height=240)
 
@@ -578,6 +583,8 @@ class ForecastView(TabView):
         cfig.multi_line("xs", "ys", source=curve, line_color="color", line_width=2)
         cfig.hover.tooltips = [("model", "@model")]
         self._curve_src = curve
+        self._curve_fig = cfig
+        cfig.visible = False  # the pane's visibility alone left an empty plot drawn in the browser
         cfig.css_classes = ["pocoviz-adapt-curve"]
         self._curve_pane = pn.pane.Bokeh(cfig, width=340, height=210, visible=False)
 
@@ -780,7 +787,7 @@ class ForecastView(TabView):
             self._refresh_curve()
             self._request_frame()
         # metrics only when what they cover changed: new forecasts, the cursor, the split
-        key = (self.cursor, self.metrics_over, tuple(self._seen_versions.items()))
+        key = (self.cursor, self.metrics_over, self.step_metric, tuple(self._seen_versions.items()))
         now = time.monotonic()
         if key != self._metrics_key and (changed or now - self._last_metrics > METRICS_EVERY_S):
             self._last_metrics, self._metrics_key = now, key
@@ -808,7 +815,7 @@ class ForecastView(TabView):
 
     def _refresh_curve(self) -> None:
         runs = [r for r in self._runs if r.curve]
-        self._curve_pane.visible = bool(runs)
+        self._curve_pane.visible = self._curve_fig.visible = bool(runs)
         if runs:
             self._curve_src.data = {
                 "xs": [[h["step"] for h in r.curve] for r in runs],
@@ -816,6 +823,10 @@ class ForecastView(TabView):
                 "color": [r.color for r in runs],
                 "model": [r.label for r in runs],
             }
+
+    @param.depends("step_metric", watch=True)
+    def _on_step_metric(self) -> None:
+        self._on_loop(self._refresh_metrics)
 
     def _refresh_metrics(self) -> None:
         rec = self._recording
@@ -827,15 +838,16 @@ class ForecastView(TabView):
         region_scores: dict[str, list[str]] = {}
         ready = [r for r in self._runs if r.forecast is not None]
         copy_per_step = None
+        which = self.step_metric.lower()  # "mse" | "mae"
         for run in ready:
             m = run.forecast.metrics(upto=t, split=split)
             if copy_per_step is None and m["n_windows"]:
-                copy_per_step = m["per_step_copy_mse"]  # copy-last, over the first model's windows
+                copy_per_step = m[f"per_step_copy_{which}"]  # copy-last, over the first model's windows
             rows.append([f"<span style='color:{run.color}'>■</span> {html.escape(run.label)}", _fmt(m["score"]), _fmt(m["mse"]),
-                         str(m["n_windows"]), f"{100 * run.forecast.fraction_done:.0f}%"])  # fmt: skip
+                         _fmt(m["mae"]), str(m["n_windows"]), f"{100 * run.forecast.fraction_done:.0f}%"])  # fmt: skip
             if m["n_windows"]:
-                xs.append(list(range(1, len(m["per_step_mse"]) + 1)))
-                ys.append([float(v) for v in m["per_step_mse"]])
+                xs.append(list(range(1, len(m[f"per_step_{which}"]) + 1)))
+                ys.append([float(v) for v in m[f"per_step_{which}"]])
                 colors.append(run.color)
                 names.append(run.label)
             for reg, s in (m.get("region_scores") or {}).items():
@@ -846,13 +858,15 @@ class ForecastView(TabView):
             colors.append("#999999")
             names.append("copy-last")
         what = "test-split windows" if split == "test" else "windows"
-        header = ["model", "score", "MSE", what, "computed"]
+        header = ["model", "score", "MSE", "MAE", what, "computed"]
         self._metrics_pane.object = (
             f"<b>Running metrics</b> over the {what} whose horizon has played (frame ≤ {t}); "
-            "score = 1 − MSE / MSE(copy last frame)" + _html_table(header, rows, "pocoviz-table")
+            "score = 1 − MSE / MSE(copy last frame); MAE = mean |forecast − recorded|" + _html_table(header, rows, "pocoviz-table")
             if rows
             else "<i>no forecasts yet</i>"
         )
+        self._step_fig.title.text = f"{self.step_metric} per step ahead"
+        self._step_fig.yaxis.axis_label = STEP_METRICS[self.step_metric]
         self._step_src.data = {"xs": xs, "ys": ys, "color": colors, "model": names}
         if region_scores and ready:
             head = ["region"] + [html.escape(r.label) for r in ready]
@@ -925,7 +939,7 @@ class ForecastView(TabView):
         self._adapt_button = pn.widgets.Button(label="Adapt to this recording", color="warning", visible=False,
                                                width=250, css_classes=["pocoviz-adapt"])  # fmt: skip
         self._adapt_button.on_click(self.adapt)
-        self._png_button = pn.widgets.Button(label="Save figure (PNG)", width=160, css_classes=["pocoviz-png"])
+        self._png_button = pn.widgets.Button(label="Save figure (PNG)", width=170, css_classes=["pocoviz-png"])
         self._png_button.js_on_click(args={"tool": self._save_tool}, code="tool.do.emit(undefined)")
         self._nc_download = pn.widgets.FileDownload(callback=self._export_netcdf, filename="pocoviz_forecasts.nc", embed=False,
                                                     label="Forecasts (netCDF)", width=170, css_classes=["pocoviz-netcdf"])  # fmt: skip
@@ -979,15 +993,18 @@ class ForecastView(TabView):
             self._widget("n_traces", pn.widgets.IntSlider, "Traces"),
             self._selection_info,
             self._widget("metrics_over", pn.widgets.Select, "Metrics over"),
-            pn.Row(self._png_button, self._nc_download, margin=(10, 0)),
+            pn.Column(self._png_button, self._nc_download, margin=(10, 0)),  # side by side they overflowed the 300 px column
             width=300,
         )
         metrics = pn.Column(self._metrics_pane, self._status_pane, self._regions_pane, sizing_mode="stretch_width")
+        # the MSE / MAE switch sits over the top right corner of the plot it drives
+        step_metric = self._widget("step_metric", pn.widgets.RadioButtonGroup, "Error per step ahead", width=110, align="end",
+                                   button_type="primary", button_style="outline", description=None, margin=(5, 10, 0, 10))  # fmt: skip
         plots = pn.Column(
             self._alert,
             self._traces_pane,
             self._raster_pane,
-            pn.Row(metrics, pn.Column(self._step_pane, self._curve_pane), sizing_mode="stretch_width"),
+            pn.Row(metrics, pn.Column(step_metric, self._step_pane, self._curve_pane), sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         return pn.Row(controls, plots, sizing_mode="stretch_width", css_classes=["pocoviz-forecast"])
