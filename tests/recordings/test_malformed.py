@@ -280,6 +280,63 @@ def flavell_missing_timestamps(tmp: Path, shared: Shared) -> Built:
     return (lambda: open_recording(f)), f, []
 
 
+def _lab_file(tmp: Path, n_time: int, stamps: np.ndarray, idx_splits: Any = None) -> Path:
+    """A Flavell-lab layout file with ``n_time`` traced frames of 4 traces and ``stamps``."""
+    f = tmp / "2023-01-01-02-data.h5"
+    with h5py.File(f, "w") as h:
+        h["gcamp/trace_array"] = _good(n_time, 4)
+        h["timing/timestamp_confocal"] = stamps
+        if idx_splits is not None:
+            h["gcamp/idx_splits"] = np.asarray(idx_splits)
+    return f
+
+
+def flavell_fewer_stamps_than_frames(tmp: Path, shared: Shared) -> Built:
+    f = _lab_file(tmp, 30, np.arange(20) * 0.6)
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_idx_splits_out_of_range(tmp: Path, shared: Shared) -> Built:
+    f = _lab_file(tmp, 30, np.arange(40) * 0.6, [[11], [41]])
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_idx_splits_wrong_length(tmp: Path, shared: Shared) -> Built:
+    f = _lab_file(tmp, 30, np.arange(40) * 0.6, [[1], [29]])
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_idx_splits_overlapping(tmp: Path, shared: Shared) -> Built:
+    f = _lab_file(tmp, 30, np.arange(40) * 0.6, [[1, 10], [15, 25]])
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_idx_splits_indices_repeat(tmp: Path, shared: Shared) -> Built:
+    idx = np.arange(1, 31)
+    idx[12] = idx[11]
+    f = _lab_file(tmp, 30, np.arange(40) * 0.6, idx)
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_idx_splits_fractional(tmp: Path, shared: Shared) -> Built:
+    f = _lab_file(tmp, 30, np.arange(40) * 0.6, [[1.0], [30.5]])
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_selected_stamps_not_increasing(tmp: Path, shared: Shared) -> Built:
+    t = np.arange(40) * 0.6
+    t[15] = t[14]  # stamp 16 is traced frame 5 of the range 11-40
+    f = _lab_file(tmp, 30, t, [[11], [40]])
+    return (lambda: open_recording(f)), f, []
+
+
+def flavell_selected_stamp_nan(tmp: Path, shared: Shared) -> Built:
+    t = np.arange(40) * 0.6
+    t[20] = np.nan
+    f = _lab_file(tmp, 30, t, [[11], [40]])
+    return (lambda: open_recording(f)), f, []
+
+
 def netcdf_several_sessions(tmp: Path, shared: Shared) -> Built:
     def rec(s: str) -> xr.Dataset:
         return make_recording(_good(), sampling_rate_hz=1.0, species="fish", session=s)
@@ -380,6 +437,51 @@ CASES = [
         r"member missing: the confocal frame times",
         "timing/timestamp_confocal",
         id="flavell-missing-timestamps",
+    ),
+    pytest.param(
+        flavell_fewer_stamps_than_frames,
+        r"holds 20 time stamps for the 30 frames of gcamp/trace_array: too few",
+        "timing/timestamp_confocal",
+        id="flavell-fewer-stamps-than-frames",
+    ),
+    pytest.param(
+        flavell_idx_splits_out_of_range,
+        r"does not say which of the 40 time stamps.*range 1 \(11-41\) is outside the 40 time stamps",
+        "gcamp/idx_splits",
+        id="flavell-idx-splits-out-of-range",
+    ),
+    pytest.param(
+        flavell_idx_splits_wrong_length,
+        r"ranges 1-29 cover 29 frames, not 30",
+        "gcamp/idx_splits",
+        id="flavell-idx-splits-wrong-length",
+    ),
+    pytest.param(
+        flavell_idx_splits_overlapping,
+        r"range 2 \(10-25\) does not come after range 1 \(1-15\)",
+        "gcamp/idx_splits",
+        id="flavell-idx-splits-overlapping",
+    ),
+    pytest.param(
+        flavell_idx_splits_indices_repeat,
+        r"frame indices must be strictly increasing; frame 12 \(12\) is not after frame 11 \(12\)",
+        "gcamp/idx_splits",
+        id="flavell-idx-splits-indices-repeat",
+    ),
+    pytest.param(
+        flavell_idx_splits_fractional, r"must hold whole numbers", "gcamp/idx_splits", id="flavell-idx-splits-fractional"
+    ),
+    pytest.param(
+        flavell_selected_stamps_not_increasing,
+        r"strictly increasing; frame 5 \(time stamp 16 of timing/timestamp_confocal\) is not after frame 4",
+        "timing/timestamp_confocal",
+        id="flavell-selected-stamps-not-increasing",
+    ),
+    pytest.param(
+        flavell_selected_stamp_nan,
+        r"non-finite time stamp at frame 10 \(time stamp 21 of",
+        "timing/timestamp_confocal",
+        id="flavell-selected-stamp-nan",
     ),
     pytest.param(
         netcdf_several_sessions,

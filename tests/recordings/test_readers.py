@@ -134,6 +134,197 @@ def test_flavell_without_labels_and_other_trace(shared_data, tmp_path):
     assert (explicit.label.values != "").sum() == 100
 
 
+# --- Flavell-lab files as they come: more confocal time stamps than traced frames ------------------
+
+#: 1600 confocal frames, 0.6 s apart, with jitter; the time stamps of a lab file with more frames
+#: imaged than traced
+_STAMPS = 1_228_334.0 + 0.6 * np.arange(1600) + np.random.default_rng(5).uniform(0, 0.05, 1600)
+
+
+def _lab_h5(path: Path, n_time: int, stamps: np.ndarray, idx_splits=None, n_unit: int = 4, behaviour=None) -> Path:
+    """A small file in the lab's layout (as h5py shows it): traces (T, N), S time stamps, and
+    optionally ``gcamp/idx_splits`` and behaviour series."""
+    with h5py.File(path, "w") as f:
+        f["gcamp/trace_array"] = np.random.default_rng(0).normal(size=(n_time, n_unit))
+        f["timing/timestamp_confocal"] = stamps
+        if idx_splits is not None:
+            f["gcamp/idx_splits"] = np.asarray(idx_splits)
+        for name, values in (behaviour or {}).items():
+            f[f"behavior/{name}"] = values
+    return path
+
+
+_PICKED = np.sort(np.random.default_rng(2).choice(1600, size=1137, replace=False))  # 0-based
+_TWO_RANGES = np.r_[0:400, 1000:1600]
+
+
+@pytest.mark.parametrize(
+    ("n_time", "idx_splits", "want_index", "source", "layout", "ranges"),
+    [
+        # one range as (start, stop): the file where idx_splits is [[1], [799]]
+        (799, [[1], [799]], np.arange(799), "idx_splits", "ranges", "1-799"),
+        (799, np.array([[1.0], [799.0]]), np.arange(799), "idx_splits", "ranges", "1-799"),  # stored as floats
+        (799, [1, 799], np.arange(799), "idx_splits", "ranges", "1-799"),  # a bare (start, stop) vector
+        # several ranges, both orientations: (2, R) as h5py shows Julia's R x 2, and (R, 2)
+        (1000, [[1, 1001], [400, 1600]], _TWO_RANGES, "idx_splits", "ranges", "1-400, 1001-1600"),
+        (1000, [[1, 400], [1001, 1600]], _TWO_RANGES, "idx_splits", "ranges", "1-400, 1001-1600"),
+        # one index per traced frame: 1-D, (1, T), and the (2, T) file whose every column is one frame
+        (1137, _PICKED + 1, _PICKED, "idx_splits", "frame indices", None),
+        (1137, (_PICKED + 1)[None, :], _PICKED, "idx_splits", "frame indices", None),
+        (1137, np.stack([_PICKED + 1, _PICKED + 1]), _PICKED, "idx_splits", "ranges", None),
+        (1137, np.stack([np.arange(1, 1138), _PICKED + 1]), _PICKED, "idx_splits", "frame index pairs", None),
+        (1137, np.stack([np.arange(1, 1138), _PICKED + 1]).T, _PICKED, "idx_splits", "frame index pairs", None),
+        # no idx_splits: the first T stamps
+        (1137, None, np.arange(1137), "first_T", None, "1-1137"),
+    ],
+    ids=["range", "range-float", "range-vector", "ranges-2xR", "ranges-Rx2", "indices", "indices-1xT",
+         "2xT-one-frame-ranges", "2xT-pairs", "Tx2-pairs", "no-idx-splits"],  # fmt: skip
+)
+def test_flavell_more_time_stamps_than_frames(tmp_path, n_time, idx_splits, want_index, source, layout, ranges):
+    velocity = np.sin(np.arange(1600) / 10.0)
+    path = _lab_h5(tmp_path / "2023-02-02-01-data.h5", n_time, _STAMPS, idx_splits, behaviour={"velocity": velocity, "pumping": np.ones(n_time)})
+    ds = open_recording(path)
+    assert validate(ds) is ds and ds.sizes == {"time": n_time, "unit": 4}
+    want = _STAMPS[want_index]
+    np.testing.assert_allclose(ds.time.values, want - want[0])
+    assert ds.attrs["time_offset_s"] == want[0]
+    assert ds.attrs["time_source"] == source and ds.attrs["n_timestamps"] == 1600
+    assert ds.attrs.get("idx_splits_layout") == layout
+    if ranges is not None:
+        assert ds.attrs["timestamp_ranges"] == ranges
+    # a behaviour series with one value per confocal frame keeps the traced frames' values
+    np.testing.assert_array_equal(ds.velocity.values, velocity[want_index])
+    assert ds.attrs["behavior_per_timestamp"] == "velocity" and (ds.pumping.values == 1).all()
+    # a stamp outside the traced frames may be anything: it is not used
+    assert ds.attrs["sampling_rate_hz"] == pytest.approx(1 / 0.6, rel=0.05)
+
+
+def test_flavell_as_many_stamps_as_frames_uses_all_of_them(tmp_path):
+    stamps = _STAMPS[:800]
+    ds = open_recording(_lab_h5(tmp_path / "a-data.h5", 800, stamps, [[1], [800]]))
+    assert ds.attrs["time_source"] == "all" and ds.attrs["timestamp_ranges"] == "1-800" and "idx_splits_note" not in ds.attrs
+    np.testing.assert_allclose(ds.time.values, stamps - stamps[0])
+    # an idx_splits that disagrees is not needed (stamps and traces agree one to one): noted, not fatal
+    odd = open_recording(_lab_h5(tmp_path / "b-data.h5", 800, stamps, [[1], [799]]))
+    assert odd.attrs["time_source"] == "all" and "cover 799 frames, not 800" in odd.attrs["idx_splits_note"]
+    np.testing.assert_allclose(odd.time.values, stamps - stamps[0])
+
+
+def test_flavell_unused_stamps_may_be_missing(tmp_path):
+    stamps = _STAMPS.copy()
+    stamps[900:] = np.nan  # never traced
+    ds = open_recording(_lab_h5(tmp_path / "a-data.h5", 800, stamps, [[1], [800]]))
+    assert ds.attrs["time_source"] == "idx_splits" and np.isfinite(ds.time.values).all()
+
+
+def _rewrite(src: Path, folder: Path, **members) -> Path:
+    """A copy of a real file (and its labels CSV) in ``folder``, with some members replaced
+    (``gcamp__idx_splits`` for ``gcamp/idx_splits``; ``None`` deletes one)."""
+    folder.mkdir()
+    dest = folder / src.name
+    shutil.copyfile(src, dest)
+    labels = src.with_name(src.name.replace("-data.h5", "-labels.csv"))
+    if labels.is_file():
+        shutil.copyfile(labels, folder / labels.name)
+    with h5py.File(dest, "r+") as f:
+        for name, value in members.items():
+            name = name.replace("__", "/")
+            if name in f:
+                del f[name]
+            if value is not None:
+                f[name] = value
+    return dest
+
+
+def test_real_flavell_file_rewritten_in_both_layouts(flavell_files, tmp_path):
+    """A real worm, rewritten as the lab's other files come: (a) twice the stamps, the traced
+    frames named by one (start, stop) range; (b) the last frame untraced, idx_splits [[1], [799]];
+    (c, d) the traced frames interleaved with untraced ones, named frame by frame (2 x T, and
+    1-D); (e) more stamps and no idx_splits."""
+    src = flavell_files[0]
+    with h5py.File(src, "r") as f:
+        traces = f["gcamp/trace_array"][()]
+        stamps = f["timing/timestamp_confocal"][()]
+        velocity = f["behavior/velocity"][()]
+    original = open_recording(src)
+    assert original.attrs["time_source"] == "all" and original.attrs["n_timestamps"] == 800
+    assert original.attrs["timestamp_ranges"] == "1-800"
+    n = len(stamps)
+    more = np.r_[stamps, stamps[-1] + 0.6 * np.arange(1, n + 1)]
+    a = open_recording(_rewrite(src, tmp_path / "a", timing__timestamp_confocal=more, gcamp__idx_splits=np.array([[1], [n]])))
+    np.testing.assert_allclose(a.time.values, original.time.values)
+    assert a.attrs["time_source"] == "idx_splits" and a.attrs["idx_splits_layout"] == "ranges"
+    assert a.attrs["n_timestamps"] == 2 * n and a.attrs["timestamp_ranges"] == f"1-{n}"
+    np.testing.assert_array_equal(a.activity.values, original.activity.values)
+    np.testing.assert_array_equal(a.label.values, original.label.values)
+
+    b = open_recording(_rewrite(src, tmp_path / "b", gcamp__trace_array=traces[: n - 1], gcamp__idx_splits=np.array([[1], [n - 1]])))
+    assert b.sizes["time"] == n - 1 and b.attrs["time_source"] == "idx_splits" and b.attrs["n_timestamps"] == n
+    np.testing.assert_allclose(b.time.values, original.time.values[: n - 1])
+    np.testing.assert_array_equal(b.velocity.values, velocity[: n - 1])  # one per stamp: the traced ones kept
+    assert "velocity" in b.attrs["behavior_per_timestamp"].split(", ")
+
+    interleaved = np.empty(2 * n)
+    interleaved[0::2], interleaved[1::2] = stamps, stamps + 0.3  # an untraced frame after each traced one
+    idx = np.arange(1, 2 * n, 2)  # 1-based stamps of the traced frames
+    c = open_recording(_rewrite(src, tmp_path / "c", timing__timestamp_confocal=interleaved, gcamp__idx_splits=np.stack([idx, idx])))
+    np.testing.assert_allclose(c.time.values, original.time.values)
+    assert c.attrs["time_source"] == "idx_splits" and c.attrs["timestamp_ranges"].startswith("1, 3, 5, ")
+    np.testing.assert_array_equal(c.velocity.values, velocity)  # one per traced frame: kept as it is
+    d = open_recording(_rewrite(src, tmp_path / "d", timing__timestamp_confocal=interleaved, gcamp__idx_splits=idx))
+    np.testing.assert_allclose(d.time.values, original.time.values)
+    assert d.attrs["idx_splits_layout"] == "frame indices"
+    # no idx_splits and more stamps: the first T
+    e = open_recording(_rewrite(src, tmp_path / "e", timing__timestamp_confocal=more, gcamp__idx_splits=None))
+    assert e.attrs["time_source"] == "first_T"
+    np.testing.assert_allclose(e.time.values, original.time.values)
+
+
+def test_flavell_duplicated_label_is_kept_and_flagged(flavell_files, tmp_path):
+    """Two traces labelled URADL (as in 2022-07-27-38's labels v1): both keep the label, both are
+    flagged, and the file opens without a warning."""
+    src = flavell_files[0]
+    rows = _labels_table(src.with_name(src.name.replace("-data.h5", "-labels.csv")))
+    with h5py.File(src, "r") as f:
+        n_unit = f["gcamp/trace_array"].shape[1]
+    free = sorted(set(range(n_unit)) - {int(r["trace_index"]) for r in rows})
+    first = next(r for r in rows if r["neuropal_label"] not in ("", "URADL"))
+    twin = {**first, "trace_index": str(free[0]), "label_confidence": "3.0"}
+    csv_path = tmp_path / "labels.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([*rows, twin])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = open_recording(src, labels_csv=csv_path)
+    name = first["neuropal_label"]
+    carriers = np.flatnonzero(ds.label.values == name).tolist()
+    assert carriers == sorted([int(first["trace_index"]), free[0]])
+    assert ds.label_duplicate.values[carriers].all() and ds.label_duplicate.values.sum() == 2
+    assert ds.attrs["duplicate_labels"] == name
+    assert ds.label_confidence.values[free[0]] == 3.0
+    # the file as the lab ships it has no duplicate: no flag at all
+    plain = open_recording(src)
+    assert "label_duplicate" not in plain.coords and "duplicate_labels" not in plain.attrs
+
+
+def test_flavell_2022_07_27_38_has_urad_twice(shared_data):
+    ds = open_recording(flavell_file("2022-07-27-38"))
+    assert (ds.label.values == "URADL").sum() == 2 and ds.label_duplicate.values[ds.label.values == "URADL"].all()
+    assert "URADL" in ds.attrs["duplicate_labels"].split(", ")
+
+
+def test_flavell_lab_file_without_labels_csv_has_empty_labels(tmp_path):
+    """The lab's other strain has no NeuroPAL identification, hence no labels CSV."""
+    ds = open_recording(_lab_h5(tmp_path / "2023-03-03-03-data.h5", 50, _STAMPS[:50]))
+    assert (ds.label.values == "").all() and (ds.region.values == "").all()
+    assert ds.attrs["labels_csv"] == "" and ds.attrs["n_labelled"] == 0 and np.isnan(ds.label_confidence.values).all()
+    assert "label_duplicate" not in ds.coords
+
+
 # --- real data: Triplett zebrafish tectum -----------------------------------------------------------
 
 

@@ -387,3 +387,45 @@ def test_check_declared_size_accepts_at_limit(monkeypatch):
     monkeypatch.setenv("POCOVIZ_MAX_BYTES", "800")
     assert check_declared_size((10, 10), 8, path="a.npy") is None
     assert check_declared_size((0, 10**12), 8, path="a.npy") is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "want"),
+    [
+        (["AVAL", "URADL", "", "URADL", ""], {"URADL": [1, 3]}),
+        (["a", "b", "a", "b", "a"], {"a": [0, 2, 4], "b": [1, 3]}),
+        (["", "", "x"], {}),  # unlabelled units are never duplicates
+        ([None, np.nan, "x"], {}),
+    ],
+)
+def test_duplicate_labels(labels, want):
+    from pocoviz.recordings import duplicate_labels, label_duplicate_mask
+
+    assert duplicate_labels(labels) == want
+    mask = label_duplicate_mask(labels)
+    assert mask.dtype == bool and mask.tolist() == [any(i in v for v in want.values()) for i in range(len(labels))]
+
+
+def test_duplicated_labels_are_kept_and_flagged(tmp_path):
+    """Two units with one label (a NeuroPAL table naming URADL twice) are no error: both keep the
+    label, the ``label_duplicate`` coord marks them, ``attrs["duplicate_labels"]`` lists the label,
+    and both survive a round trip; a recording without duplicates gets neither."""
+    import warnings
+
+    from pocoviz.recordings import open_recording, save_recording
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = make_recording(np.zeros((5, 4)), sampling_rate_hz=1.0, species="worm", session="w", label=["URADL", "AVAL", "URADL", ""])
+        back = open_recording(save_recording(ds, tmp_path / "w.nc"))
+    for rec in (ds, back):
+        assert rec.label.values.tolist() == ["URADL", "AVAL", "URADL", ""]
+        assert rec.label_duplicate.values.tolist() == [True, False, True, False]
+        assert rec.attrs["duplicate_labels"] == "URADL"
+    assert summarize(ds)["attrs"]["duplicate_labels"] == "URADL"  # shown with the session metadata
+    plain = good()
+    assert "label_duplicate" not in plain.coords and "duplicate_labels" not in plain.attrs
+    # as_recording recomputes the flags from the labels (stale flags are dropped)
+    fixed = as_recording(ds.assign_coords(label=("unit", np.array(["URADL", "AVAL", "URADR", ""]))))
+    assert "label_duplicate" not in fixed.coords and "duplicate_labels" not in fixed.attrs
+    assert "label_duplicate" in ds.coords  # the input is untouched

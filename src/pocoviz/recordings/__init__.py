@@ -25,7 +25,8 @@ from .preprocess import (
     zscore,
 )
 from .raster import aggregate_raster, sort_units_by_region
-from .schema import RecordingError, as_recording, make_recording, summarize, validate
+from .schema import RecordingError, as_recording, duplicate_labels, label_duplicate_mask, make_recording, summarize, validate
+from .species import same_species, species_key
 from .synthetic import SPECIES_PRESETS, make_demo_corpus, make_session
 
 _LAZY = {"WindowDataset": "windows", "collate_padded": "windows"}
@@ -53,15 +54,19 @@ __all__ = [
     "compute_dff",
     "corpus_sessions",
     "detect_format",
+    "duplicate_labels",
+    "label_duplicate_mask",
     "make_demo_corpus",
     "make_recording",
     "make_session",
     "open_corpus",
     "open_recording",
     "resolve_in_data_dir",
+    "same_species",
     "save_corpus",
     "save_recording",
     "sort_units_by_region",
+    "species_key",
     "split_indices",
     "split_recording",
     "summarize",

@@ -5,6 +5,10 @@
 - coords: ``time`` (seconds, strictly increasing), ``unit`` (int, unique), per unit ``region`` and
   ``label`` (str, ``""`` when unknown), optional ``x``, ``y``, ``z`` (µm).
 - attrs: ``species``, ``session``, ``sampling_rate_hz``, ``source``, ``citation``.
+- duplicated labels (two units carrying the same non-empty ``label``, as in a NeuroPAL table that
+  names one neuron twice) are kept: :func:`make_recording` and :func:`as_recording` mark them with
+  a boolean unit coord ``label_duplicate`` and ``attrs["duplicate_labels"]`` (the labels,
+  comma-separated); both are present only when some label repeats.
 
 :func:`validate` checks all of this and raises :class:`RecordingError` naming the file and field.
 :func:`make_recording` builds a valid dataset from arrays.
@@ -25,6 +29,12 @@ REQUIRED_ATTRS = ("species", "session", "sampling_rate_hz", "source", "citation"
 POSITION_COORDS = ("x", "y", "z")
 #: Largest array a reader will load, in bytes (``POCOVIZ_MAX_BYTES`` overrides).
 DEFAULT_MAX_BYTES = 8 * 2**30
+
+
+#: Unit coord (bool) marking units whose non-empty label another unit of the recording carries too.
+DUPLICATE_COORD = "label_duplicate"
+#: Recording attr listing the duplicated labels, comma-separated.
+DUPLICATE_ATTR = "duplicate_labels"
 
 
 class RecordingError(ValueError):
@@ -211,6 +221,55 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
     return ds
 
 
+def _label_strings(labels: Any) -> list[str]:
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in np.asarray(labels, dtype=object).tolist()]
+
+
+def duplicate_labels(labels: Any) -> dict[str, list[int]]:
+    """Labels carried by more than one unit: ``{label: positional unit indices}`` (``""`` ignored).
+
+    ``labels`` is a sequence of per-unit labels, or a recording (its ``label`` coord).
+
+    Examples
+    --------
+    >>> duplicate_labels(["AVAL", "URADL", "", "URADL", ""])
+    {'URADL': [1, 3]}
+    """
+    if isinstance(labels, xr.Dataset):
+        labels = labels["label"].values if "label" in labels.coords else []
+    where: dict[str, list[int]] = {}
+    for i, lab in enumerate(_label_strings(labels)):
+        if lab:
+            where.setdefault(lab, []).append(i)
+    return {lab: idx for lab, idx in sorted(where.items()) if len(idx) > 1}
+
+
+def label_duplicate_mask(labels: Any) -> np.ndarray:
+    """Per unit, whether its (non-empty) label is carried by another unit too; bool (U,)."""
+    if isinstance(labels, xr.Dataset):
+        labels = labels["label"].values if "label" in labels.coords else []
+    n = len(_label_strings(labels))
+    mask = np.zeros(n, dtype=bool)
+    for idx in duplicate_labels(labels).values():
+        mask[idx] = True
+    return mask
+
+
+def flag_duplicate_labels(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the ``label_duplicate`` coord and ``duplicate_labels`` attr set from its labels
+    (both removed when no label repeats). The input is not changed; it is returned as it is when
+    there is nothing to flag or remove."""
+    dups = duplicate_labels(ds)
+    if not dups and DUPLICATE_COORD not in ds.coords and DUPLICATE_ATTR not in ds.attrs:
+        return ds
+    out = ds.drop_vars(DUPLICATE_COORD) if DUPLICATE_COORD in ds.coords else ds.copy()
+    out.attrs = {k: v for k, v in ds.attrs.items() if k != DUPLICATE_ATTR}
+    if dups:
+        out = out.assign_coords({DUPLICATE_COORD: ("unit", label_duplicate_mask(ds))})
+        out.attrs[DUPLICATE_ATTR] = ", ".join(dups)
+    return out
+
+
 def make_recording(
     activity: Any,
     *,
@@ -323,7 +382,7 @@ def make_recording(
         "citation": str(citation),
     }
     all_attrs.update(attrs or {})
-    ds = xr.Dataset(data_vars, coords=coords, attrs=all_attrs)
+    ds = flag_duplicate_labels(xr.Dataset(data_vars, coords=coords, attrs=all_attrs))
     return validate(ds, path=where)
 
 
@@ -354,7 +413,8 @@ def as_recording(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr
                         ds = ds.assign_coords({name: ("unit", np.char.decode(vals, "utf-8").astype(str))})
     for name in ("source", "citation"):
         ds.attrs.setdefault(name, str(path) if (name == "source" and path) else "")
-    return validate(ds, path=path)
+    validate(ds, path=path)
+    return flag_duplicate_labels(ds)
 
 
 def summarize(ds: xr.Dataset) -> dict[str, Any]:
