@@ -88,7 +88,7 @@ def test_kinds_are_registered_and_flags_set():
 
 
 def test_default_config_follows_the_spec():
-    assert TSMixer(SESSIONS).config() == {"context": C, "horizon": P, "n_blocks": 2, "ff_dim": 64, "dropout": 0.1}
+    assert TSMixer(SESSIONS).config() == {"context": C, "horizon": P, "n_blocks": 2, "ff_dim": 64, "dropout": 0.1, "revin": True}
     assert TexFilter(SESSIONS).config() == {"context": C, "horizon": P, "embed": 128, "hidden": 512, "dropout": 0.3, "sparsity": 0.01}
     assert MultiARTransformer(SESSIONS).config() == {
         "context": C,
@@ -293,3 +293,22 @@ def test_multiar_rollout_feeds_back_its_own_predictions():
         seq = torch.cat([x, y[:, :-1]], dim=1)
         steps = m.next_step(seq, 0)[:, C - 1 :]
     assert torch.allclose(steps, y, atol=1e-5)
+
+
+# -- TSMixer's reversible instance normalisation -------------------------------------------------
+
+
+@pytest.mark.parametrize("revin", [True, False])
+def test_tsmixer_revin_makes_forecasts_follow_each_units_level_and_scale(revin):
+    """With RevIN (TSMixer's normalisation, on by default) a unit's forecast moves with an affine
+    change of its own context: f(a x + b) = a f(x) + b per unit, a > 0. Without it, it does not."""
+    torch.manual_seed(0)
+    m = TSMixer(SESSIONS[:1], n_blocks=2, ff_dim=16, revin=revin).eval()
+    x = torch.randn(3, C, 5)
+    a = torch.tensor([0.5, 2.0, 3.0, 1.0, 7.0])
+    b = torch.tensor([-3.0, 0.0, 10.0, 1.0, -0.5])
+    with torch.no_grad():
+        y = m(x, torch.zeros(3, dtype=torch.long))
+        y2 = m(x * a + b, torch.zeros(3, dtype=torch.long))
+    same = torch.allclose(y2, y * a + b, atol=1e-3, rtol=1e-4)
+    assert same == revin

@@ -86,18 +86,43 @@ class _MixerBlock(nn.Module):
         return x + y
 
 
-class _TSMixerNet(nn.Module):
-    """The TSMixer network of one session: mixer blocks, then a Linear(C, P) along time."""
+class _RevIN(nn.Module):
+    """Reversible instance normalisation (Kim et al., ICLR 2022), as TSMixer uses it: each unit's
+    context is standardised by its own mean and standard deviation over the window, scaled and
+    shifted by a learned per-unit affine map, and the forecast is mapped back with the inverse."""
 
-    def __init__(self, context: int, horizon: int, n_units: int, n_blocks: int, ff_dim: int, dropout: float) -> None:
+    def __init__(self, n_units: int, eps: float = 1e-5) -> None:
         super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_units))
+        self.bias = nn.Parameter(torch.zeros(n_units))
+
+    def normalise(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        mean = x.mean(1, keepdim=True)
+        std = torch.sqrt(x.var(1, keepdim=True, unbiased=False) + self.eps)
+        return (x - mean) / std * self.weight + self.bias, (mean, std)
+
+    def denormalise(self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        mean, std = stats
+        return (y - self.bias) / (self.weight + self.eps * self.eps) * std + mean
+
+
+class _TSMixerNet(nn.Module):
+    """The TSMixer network of one session: (RevIN,) mixer blocks, a Linear(C, P) along time (, RevIN⁻¹)."""
+
+    def __init__(self, context: int, horizon: int, n_units: int, n_blocks: int, ff_dim: int, dropout: float, revin: bool = True) -> None:
+        super().__init__()
+        self.revin = _RevIN(n_units) if revin else None
         self.blocks = nn.ModuleList(_MixerBlock(context, n_units, ff_dim, dropout) for _ in range(n_blocks))
         self.proj = nn.Linear(context, horizon)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.revin is not None:
+            x, stats = self.revin.normalise(x)
         for block in self.blocks:
             x = block(x)
-        return self.proj(x.transpose(1, 2)).transpose(1, 2)  # (b, P, U)
+        y = self.proj(x.transpose(1, 2)).transpose(1, 2)  # (b, P, U)
+        return self.revin.denormalise(y, stats) if self.revin is not None else y
 
 
 @register
@@ -134,7 +159,14 @@ class TSMixer(Forecaster):
     supports_unit_subsets: ClassVar[bool] = False
 
     def __init__(
-        self, sessions: Sequence[SessionInfo | dict[str, Any]], *, n_blocks: int = 2, ff_dim: int = 64, dropout: float = 0.1, **kw: Any
+        self,
+        sessions: Sequence[SessionInfo | dict[str, Any]],
+        *,
+        n_blocks: int = 2,
+        ff_dim: int = 64,
+        dropout: float = 0.1,
+        revin: bool = True,
+        **kw: Any,
     ) -> None:
         super().__init__(sessions, **kw)
         if n_blocks < 0 or ff_dim < 1 or not 0.0 <= dropout < 1.0:
@@ -142,11 +174,12 @@ class TSMixer(Forecaster):
         self.n_blocks = int(n_blocks)
         self.ff_dim = int(ff_dim)
         self.dropout = float(dropout)
+        self.revin = bool(revin)
         self.nets = nn.ModuleDict()
         self._grow(list(range(len(self.sessions))), 0)
 
     def _build(self, s: int) -> _TSMixerNet:
-        return _TSMixerNet(self.context, self.horizon, self.sessions[s].n_units, self.n_blocks, self.ff_dim, self.dropout)
+        return _TSMixerNet(self.context, self.horizon, self.sessions[s].n_units, self.n_blocks, self.ff_dim, self.dropout, self.revin)
 
     def _grow(self, new_sessions: list[int], n_old_datasets: int) -> None:
         for s in new_sessions:
@@ -154,7 +187,7 @@ class TSMixer(Forecaster):
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
-        cfg.update(n_blocks=self.n_blocks, ff_dim=self.ff_dim, dropout=self.dropout)
+        cfg.update(n_blocks=self.n_blocks, ff_dim=self.ff_dim, dropout=self.dropout, revin=self.revin)
         return cfg
 
     def new_session_parameters(self, first: int, n_old_datasets: int) -> list[tuple[nn.Parameter, slice | None]]:
