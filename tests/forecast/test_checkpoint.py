@@ -138,6 +138,22 @@ def test_unit_labels_round_trip_through_the_card(tmp_path):
     assert [s.labels for s in loaded.sessions] == [("AVAL", "", "RIML"), None]
 
 
+def test_species_round_trips_and_older_cards_derive_it(tmp_path):
+    """A session's species goes into the card; a card without one (every card written before
+    sessions had a species, e.g. the shipped demo models) reads it from the dataset name."""
+    sessions = [SessionInfo("C_elegans/w", 3, "C_elegans", labels=("AVAL", "", "RIML"), species="C. elegans"), SessionInfo("b/s5", 5, "b")]
+    card_path = save_model(make_poco(sessions=sessions), tmp_path / "m")
+    card = json.loads(card_path.read_text())
+    assert card["sessions"][0]["species"] == "C. elegans" and "species" not in card["sessions"][1]
+    loaded = load_model(card_path)
+    assert [s.species for s in loaded.sessions] == ["C. elegans", None]
+    assert [s.species_key for s in loaded.sessions] == ["c elegans", "b"]
+    demo = ckpt.model_card("poco_demo")
+    assert all("species" not in s for s in demo["sessions"])  # an older card, loaded as it is
+    keys = {SessionInfo.from_json(s).dataset: SessionInfo.from_json(s).species_key for s in demo["sessions"]}
+    assert keys == {"zebrafish": "d rerio", "mouse": "m musculus", "worm": "c elegans"}
+
+
 def test_every_path_form_loads(saved_mlp, tmp_path):
     card_path, model = saved_mlp
     for p in (tmp_path / "mlp", card_path, tmp_path / "mlp.safetensors", str(card_path), str(tmp_path / "mlp")):
@@ -323,6 +339,9 @@ def test_oversized_config_refused_without_allocating(saved_mlp):
         (lambda c: c["sessions"][1].update(name="a/s3"), "sessions[1].name"),
         (lambda c: c["sessions"][1].update(labels=["AVAL"]), "sessions[1].labels"),
         (lambda c: c["sessions"][0].update(labels=["AVAL", 3, ""]), "sessions[0].labels"),
+        (lambda c: c["sessions"][0].update(species=""), "sessions[0].species"),
+        (lambda c: c["sessions"][1].update(species=["C. elegans"]), "sessions[1].species"),
+        (lambda c: c["sessions"][1].update(organism="C. elegans"), "sessions[1]"),
         (lambda c: c["tensors"]["net.0.weight"].update(shape=[16, -48]), "tensors.net.0.weight"),
         (lambda c: c["tensors"]["net.0.weight"].update(dtype=None), "tensors.net.0.weight"),
         (lambda c: c.update(weights_sha256="abc"), "weights_sha256"),

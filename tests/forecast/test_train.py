@@ -472,6 +472,67 @@ def test_finetune_label_initialisation(pretrained):
         finetune(model, corpus, "embedding", cfg, device="cpu", init="nearest")
 
 
+def test_label_matches_follow_the_species_not_the_dataset():
+    """Labels match across datasets of one species ("worm", the demo corpus's C. elegans, and a
+    real "C_elegans" recording whose species attr is "C. elegans"), never across species; a label
+    that two units of the new session carry (URADL) matches neither of them; older sessions'
+    duplicates are all sources."""
+    from pocoviz.forecast import build_model
+
+    old = [
+        SessionInfo("worm/w0", 4, "worm", labels=("AVAL", "URADL", "RIML", "AVAL")),  # an older card: no species
+        SessionInfo("zebrafish/f0", 2, "zebrafish", labels=("AVAL", "RIML")),
+    ]
+    model = build_model("NLinear", old)
+    first = len(model.sessions)
+    model.add_sessions([
+        SessionInfo("C_elegans/x", 5, "C_elegans", labels=("RIML", "AVAL", "URADL", "URADL", ""), species="C. elegans"),
+        SessionInfo("fly/y", 2, "fly", labels=("AVAL", "RIML"), species="Drosophila melanogaster"),
+        SessionInfo("c_elegans_lab2/z", 2, "c_elegans_lab2", labels=("URADL", "AVAL"), species="c elegans"),
+    ])  # fmt: skip
+    x, z = int(model.unit_offset[2]), int(model.unit_offset[4])
+    assert model.label_matches(first) == [(x + 0, [2]), (x + 1, [0, 3]), (z + 0, [1]), (z + 1, [0, 3])]
+    assert [s.species_key for s in model.sessions] == ["c elegans", "d rerio", "c elegans", "drosophila melanogaster", "c elegans"]
+
+
+def test_finetune_leaves_a_duplicated_new_label_fresh(pretrained):
+    """init="labels" on a recording that names one neuron twice (two traces labelled AVAL): neither
+    trace is initialised from AVAL (one of them is not AVAL); the other known labels are."""
+    model = copy.deepcopy(pretrained)
+    model.sessions[0] = SessionInfo("a/s0", 6, "a", labels=("AVAL", "AVAR", "", "RIML", "SMDD", ""))
+    rec = labelled(sine_recording("a", "s2", 5, 2), ["AVAL", "RIML", "AVAL", "", "SMDD"])
+    corpus = ForecastCorpus([rec])
+    cfg = TrainConfig(steps=0, eval_every=5, batch_size=16, seed=3)
+    fresh, _ = finetune(model, corpus, "embedding", cfg, device="cpu")
+    init, res = finetune(model, corpus, "embedding", cfg, device="cpu", init="labels")
+    assert res.info["label_matched_units"] == 2
+    old, w, f = model.unit_emb.weight, init.unit_emb.weight, fresh.unit_emb.weight
+    assert torch.equal(w[7], old[3]) and torch.equal(w[10], old[4])  # RIML, SMDD
+    for row in (6, 8, 9):  # AVAL twice, unlabelled
+        assert torch.equal(w[row], f[row])
+
+
+def test_shipped_poco_demo_adapts_a_real_worm_by_label(flavell_files):
+    """The shipped demo POCO (trained on the synthetic corpus's dataset "worm") matches the
+    NeuroPAL labels of a real Flavell-lab worm (dataset C_elegans): the Forecast tab's "Adapt"
+    reported 0 matched by label before labels matched by species."""
+    from pocoviz.forecast import load_model
+    from pocoviz.recordings import open_recording
+
+    model = load_model("poco_demo", device="cpu")
+    demo_labels = {lab for s in model.sessions if s.dataset == "worm" for lab in (s.labels or ()) if lab}
+    assert len(demo_labels) > 50  # the demo worms carry real neuron names
+    ds = open_recording(flavell_files[0])
+    corpus = ForecastCorpus([ds], strides={"train": 1, "val": 16, "test": 16})
+    labels = [lab for lab in corpus.sessions[0].labels if lab]
+    want = sum(1 for lab in labels if lab in demo_labels and labels.count(lab) == 1)
+    assert want > 0
+    cfg = TrainConfig(steps=1, eval_every=1, batch_size=4, max_units=32, progress=False)
+    adapted, res = finetune(model, corpus, "embedding", cfg, device="cpu", init="labels")
+    assert res.info["label_matched_units"] == want
+    assert res.info["new_units"] == ds.sizes["unit"]
+
+
 def test_session_labels_are_validated():
     with pytest.raises(ValueError, match="labels must be 3 strings"):
         SessionInfo("a/s", 3, "a", labels=("x", "y"))

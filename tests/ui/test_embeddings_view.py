@@ -129,3 +129,32 @@ def test_session_embeddings_panel(view):
     points = next(el for el in plot if isinstance(el, hv.Points))
     assert list(points.dimension_values("session")) == [s.name for s in view._model.sessions]
     assert set(points.dimension_values("dataset")) == {"zebrafish", "mouse", "worm"}
+
+
+def test_duplicated_labels_keep_their_colour_and_are_marked(tmp_path, monkeypatch):
+    """A checkpoint whose worm session names URADL twice: the table flags both rows, colouring by
+    label gives both URADL's colour, hovers and the selection say they are duplicates."""
+    import pocoviz.ui.embeddings as mod
+    from pocoviz.forecast import SessionInfo, build_model, save_model
+
+    labels = ("URADL", "AVAL", "URADL", "", "AVAR", "RIML")
+    poco = build_model("POCO", [SessionInfo("worm/dup", 6, "worm", labels=labels)], dim=16, hidden=32, self_heads=2, dim_head=8)
+    save_model(poco, tmp_path / "models" / "dup")
+    monkeypatch.setattr(mod, "embedding_models", lambda data_dir: {"dup": "data:models/dup"})
+    monkeypatch.setattr(EmbeddingsView, "_umap_job", lambda self, gen: None)  # no UMAP of 6 points
+    v = EmbeddingsView(str(tmp_path))
+    try:
+        wait_for(lambda: "pca" in v._xy, what="the PCA layout")
+        emb = v._emb
+        assert emb["label_duplicate"].values.tolist() == [True, False, True, False, False, False]
+        v.color_by = "label"
+        data = v._scatter_pipe.data
+        assert list(data["group"]) == list(labels)
+        assert data["color"][0] == data["color"][2] != data["color"][1]
+        assert list(data["label"]) == ["URADL (dup #0)", "AVAL", "URADL (dup #2)", "", "AVAR", "RIML"]
+        v.select([0, 1])
+        assert "duplicated label: URADL in worm/dup (units 0, 2)" in v._selection_info.object
+        v.select([1, 4])
+        assert "duplicated" not in v._selection_info.object
+    finally:
+        v.close()

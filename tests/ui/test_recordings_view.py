@@ -136,3 +136,33 @@ def test_prepare_session_colour_limits_follow_the_units():
     assert pz.cmap == "RdBu_r" and pz.clim[1] == -pz.clim[0] > 0
     assert pf.cmap == "viridis" and 0 <= pf.clim[0] < pf.clim[1] <= 2
     assert pz.time_label == "time (s)"
+
+
+def test_a_duplicated_label_selects_every_unit_carrying_it(tmp_path):
+    """Two units labelled URADL (as in 2022-07-27-38): the picker offers URADL once, marked as
+    duplicated; picking it shows both traces, named apart, and says they are duplicates."""
+    from pocoviz.ui.recordings import label_options, units_with_labels
+
+    rng = np.random.default_rng(3)
+    ds = make_recording(
+        rng.standard_normal((100, 6)), sampling_rate_hz=2.0, species="C. elegans", session="dup",
+        label=["URADL", "AVAL", "", "URADL", "AVAR", ""], region=["Anterior Ganglion"] * 6, units="z-score",
+    )  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    save_recording(ds, folder / "dup.nc")
+    view = RecordingsView(data_dir=str(folder))
+    view.source = "dup.nc"
+    assert label_options(ds) == {"AVAL": "AVAL", "AVAR": "AVAR", "URADL (2 units: duplicated label)": "URADL"}
+    assert view.param.labels.names == label_options(ds) and list(view.param.labels.objects) == ["AVAL", "AVAR", "URADL"]
+    prep = view._prepared
+    assert prep.duplicates == {"URADL": [0, 3]}
+    assert prep.names.tolist() == ["URADL (dup #0)", "AVAL", "#2", "URADL (dup #3)", "AVAR", "#5"]
+    view.select_by, view.labels = "label", ["URADL", "AVAR"]
+    assert view.selected_units() == [0, 3, 4] == units_with_labels(prep, ["URADL", "AVAR", "URADL"], 40)
+    assert "3 unit(s) shown" in view._selection_info.object
+    assert "duplicated label: URADL is carried by 2 units (#0, #3)" in view._selection_info.object
+    assert [name for _, name in view._trace_ticks] == ["URADL (dup #0)", "URADL (dup #3)", "AVAR"]
+    assert "duplicate_labels" in view._meta_pane.object and "URADL" in view._meta_pane.object
+    view.labels = ["AVAL"]
+    assert "duplicated" not in view._selection_info.object

@@ -12,6 +12,7 @@ Examples
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,12 @@ import xarray as xr
 
 #: per-unit coordinates copied from a session's recording when it is given
 UNIT_COORDS = ("region", "label", "neuron_class", "x", "y", "z")
+
+
+def _duplicated(labels: Sequence[str]) -> np.ndarray:
+    """Per unit of one session: its non-empty label is carried by another unit too; bool (n,)."""
+    counts = Counter(lab for lab in labels if lab)
+    return np.array([bool(lab) and counts[lab] > 1 for lab in labels], dtype=bool)
 
 
 def unit_embeddings(
@@ -42,9 +49,12 @@ def unit_embeddings(
     xarray.Dataset
         ``embedding`` (unit, dim) float32; coords per unit: ``session``, ``dataset``,
         ``unit_index`` (position within its session), ``label`` (from the model's session labels
-        or the recording), ``region`` ("" when unknown) and, where the recordings have them,
+        or the recording), ``label_duplicate`` (bool: another unit of the same session carries
+        the same non-empty label, as when a NeuroPAL table names one neuron twice; such units
+        keep their label), ``region`` ("" when unknown) and, where the recordings have them,
         ``neuron_class``, ``x``, ``y``, ``z`` (NaN elsewhere).
     """
+
     table = getattr(model, "unit_emb", None)
     if table is None:
         raise TypeError(f"a {getattr(model, 'kind', type(model).__name__)} model has no unit embeddings (POCO, POYO and UICO do)")
@@ -58,6 +68,7 @@ def unit_embeddings(
     weights = table.weight.detach().to("cpu", dtype=table.weight.dtype).float().numpy()
     recordings = recordings or {}
     rows, cols = [], {c: [] for c in ("session", "dataset", "unit_index", *UNIT_COORDS)}
+    duplicate: list[np.ndarray] = []
     for name in names:
         i = known[name]
         info = model.sessions[i]
@@ -77,6 +88,7 @@ def unit_embeddings(
                 cols[c] += list(info.labels)
             else:
                 cols[c] += [np.nan] * n if c in ("x", "y", "z") else [""] * n
+        duplicate.append(_duplicated(cols["label"][-n:]))
     emb = np.concatenate(rows).astype(np.float32)
     coords: dict[str, Any] = {"unit": np.arange(len(emb)), "dim": np.arange(emb.shape[1])}
     for c, v in cols.items():
@@ -91,6 +103,7 @@ def unit_embeddings(
             if c == "neuron_class" and not (arr != "").any():
                 continue
         coords[c] = ("unit", arr)
+    coords["label_duplicate"] = ("unit", np.concatenate(duplicate))
     return xr.Dataset(
         {"embedding": (("unit", "dim"), emb)},
         coords=coords,

@@ -19,6 +19,7 @@ mask (POCO: key masks in attention) or run each session on its real units only
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,30 +28,38 @@ import torch
 from torch import nn
 
 from ..recordings.preprocess import CONTEXT_LENGTH, PREDICTION_LENGTH
+from ..recordings.species import species_key as _species_key
 
 #: Fine-tuning modes (spec §5): the new sessions' embeddings only; embeddings + the FiLM/MLP
 #: head; every parameter.
 FINETUNE_MODES = ("embedding", "embedding+mlp", "full")
 #: How new units' embeddings start: fresh (spec §5), or from same-label units of other sessions.
 FINETUNE_INITS = ("random", "labels")
+#: The keys of a session entry in a checkpoint card (the first three required).
+SESSION_KEYS = ("name", "n_units", "dataset", "labels", "species")
 
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """One recording session a model knows: its name, unit count and dataset (species).
+    """One recording session a model knows: its name, unit count, dataset and species.
 
     ``name`` is the corpus path ``"dataset/session"``; ``dataset`` groups sessions that share a
     dataset embedding and a batch per training step (POCO trains one batch per dataset).
     ``labels`` (optional) are the units' identities where the recording names them (e.g. C.
     elegans neuron labels, "" for an unidentified unit): they let a model adapted to a new animal
     start each identified neuron from what it learned about that neuron in other animals
-    (:meth:`Forecaster.init_from_labels`). They do not take part in equality.
+    (:meth:`Forecaster.init_from_labels`). ``species`` (optional) is the recording's species as
+    it names it ("C. elegans"); labels match across datasets of one species. Without it (cards
+    written before sessions recorded their species) the species is read from the dataset name
+    (:attr:`species_key`: "worm", the demo corpus's C. elegans, and "C_elegans" are one species).
+    Neither ``labels`` nor ``species`` takes part in equality.
     """
 
     name: str
     n_units: int
     dataset: str
     labels: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    species: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -64,18 +73,28 @@ class SessionInfo:
             if labels is None or len(labels) != self.n_units or not all(isinstance(x, str) for x in labels):
                 raise ValueError(f"session {self.name!r}: labels must be {self.n_units} strings (one per unit), got {self.labels!r:.80}")
             object.__setattr__(self, "labels", labels if any(labels) else None)
+        if self.species is not None and (not isinstance(self.species, str) or not self.species.strip()):
+            raise ValueError(f"session {self.name!r}: species must be a non-empty string or None, got {self.species!r}")
+
+    @property
+    def species_key(self) -> str:
+        """The normalised species (:func:`pocoviz.recordings.species_key`) of ``species``, else of
+        the dataset name."""
+        return _species_key(self.species or self.dataset) or self.dataset
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "n_units": self.n_units, "dataset": self.dataset}
         if self.labels is not None:
             d["labels"] = list(self.labels)
+        if self.species is not None:
+            d["species"] = self.species
         return d
 
     @classmethod
     def from_json(cls, d: Any) -> SessionInfo:
-        if not isinstance(d, dict) or not {"name", "n_units", "dataset"} <= set(d) <= {"name", "n_units", "dataset", "labels"}:
-            raise ValueError(f"a session entry needs the keys name, n_units, dataset (and optionally labels); got {d!r:.200}")
-        return cls(name=d["name"], n_units=d["n_units"], dataset=d["dataset"], labels=d.get("labels"))
+        if not isinstance(d, dict) or not {"name", "n_units", "dataset"} <= set(d) <= set(SESSION_KEYS):
+            raise ValueError(f"a session entry needs the keys name, n_units, dataset (and optionally labels, species); got {d!r:.200}")
+        return cls(name=d["name"], n_units=d["n_units"], dataset=d["dataset"], labels=d.get("labels"), species=d.get("species"))
 
 
 #: rows (unit-windows) per chunk of the per-unit layers when no gradient is needed
@@ -197,25 +216,39 @@ class Forecaster(nn.Module):
 
     def label_matches(self, first: int) -> list[tuple[int, list[int]]]:
         """For the units of sessions ``first, ...``: ``(global row, rows of the same label)`` where
-        an older session of the same dataset has a unit with that label (global rows index the
-        concatenated units of all sessions, as :attr:`unit_offset` does)."""
+        an older session of the same species has a unit with that label (global rows index the
+        concatenated units of all sessions, as :attr:`unit_offset` does).
+
+        Species are compared by :attr:`SessionInfo.species_key`, so that the demo corpus's
+        ``worm`` sessions match a real ``C_elegans`` recording; labels match exactly.
+
+        Duplicated labels (one label on several units of one session, e.g. two traces named
+        URADL in a NeuroPAL table): in the older sessions every row carrying the label is a
+        source (the caller averages them, so one misidentified trace is diluted); in a new
+        session a label carried by more than one unit is ambiguous (at most one of them is that
+        neuron), so none of those units is matched: they start fresh, like unidentified units.
+        """
         rows: dict[tuple[str, str], list[int]] = {}
         for i, s in enumerate(self.sessions[:first]):
+            key = s.species_key
             for j, lab in enumerate(s.labels or ()):
                 if lab:
-                    rows.setdefault((s.dataset, lab), []).append(int(self.unit_offset[i]) + j)
+                    rows.setdefault((key, lab), []).append(int(self.unit_offset[i]) + j)
         out = []
         for i in range(first, len(self.sessions)):
             s = self.sessions[i]
-            for j, lab in enumerate(s.labels or ()):
-                if lab and (s.dataset, lab) in rows:
-                    out.append((int(self.unit_offset[i]) + j, rows[(s.dataset, lab)]))
+            key, labels = s.species_key, s.labels or ()
+            counts = Counter(lab for lab in labels if lab)
+            for j, lab in enumerate(labels):
+                if lab and counts[lab] == 1 and (key, lab) in rows:
+                    out.append((int(self.unit_offset[i]) + j, rows[(key, lab)]))
         return out
 
     def init_from_labels(self, first: int) -> int:
         """Start the new sessions' identified units (sessions ``first, ...``) from what the model
-        learned about units of the same label in older sessions of the same dataset; returns the
-        number of units so initialised (default: 0, no per-unit state)."""
+        learned about units of the same label in older sessions of the same species
+        (:meth:`label_matches`); returns the number of units so initialised (default: 0, no
+        per-unit state)."""
         return 0
 
     def lr_scales(self) -> dict[str, float]:

@@ -37,7 +37,7 @@ import safetensors.torch
 import torch
 
 from ..assets import models_dir
-from .base import MODELS, Forecaster, SessionInfo, build_model
+from .base import MODELS, SESSION_KEYS, Forecaster, SessionInfo, build_model
 
 FORMAT = "pocoviz-forecaster"
 FORMAT_VERSION = 1
@@ -417,9 +417,9 @@ def _validate_card(card: Any, path: Path) -> dict[str, Any]:
         for key in ("name", "n_units", "dataset"):
             if key not in s:
                 raise err("missing", f"{f}.{key}")
-        unexpected = sorted(set(s) - {"name", "n_units", "dataset", "labels"})
+        unexpected = sorted(set(s) - set(SESSION_KEYS))
         if unexpected:
-            raise err(f"unexpected key(s) {', '.join(unexpected)} (a session has name, n_units, dataset and optionally labels)", f)
+            raise err(f"unexpected key(s) {', '.join(unexpected)} (a session has name, n_units, dataset and optionally labels, species)", f)
         if not isinstance(s["name"], str) or not s["name"]:
             raise err(f"must be a non-empty string, got {s['name']!r}", f"{f}.name")
         if s["name"] in names:
@@ -433,6 +433,8 @@ def _validate_card(card: Any, path: Path) -> dict[str, Any]:
             labels = s["labels"]
             if not isinstance(labels, list) or len(labels) != s["n_units"] or not all(isinstance(x, str) for x in labels):
                 raise err(f"must be a list of {s['n_units']} strings (one per unit), got {labels!r:.80}", f"{f}.labels")
+        if "species" in s and (not isinstance(s["species"], str) or not s["species"].strip()):
+            raise err(f"must be a non-empty string, got {s['species']!r:.80}", f"{f}.species")
 
     if "datasets" in card:
         ds = card["datasets"]

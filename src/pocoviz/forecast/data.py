@@ -68,6 +68,12 @@ def _unit_labels(ds: xr.Dataset) -> tuple[str, ...] | None:
     return labels if any(labels) else None
 
 
+def _species(ds: xr.Dataset) -> str | None:
+    """The recording's ``species`` attribute (None when it has none)."""
+    value = ds.attrs.get("species")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 @dataclass
 class Batch:
     """A padded batch: ``context`` (B, C, U), ``target`` (B, P, U), ``unit_mask`` (B, U),
@@ -117,7 +123,7 @@ class ForecastCorpus:
         for n, d, ds in items:
             if "activity" not in ds.data_vars:
                 raise RecordingError("missing", path=ds.attrs.get("source") or None, field="activity")
-            self.sessions.append(SessionInfo(n, int(ds.sizes["unit"]), d, labels=_unit_labels(ds)))
+            self.sessions.append(SessionInfo(n, int(ds.sizes["unit"]), d, labels=_unit_labels(ds), species=_species(ds)))
         self.datasets: list[str] = list(dict.fromkeys(s.dataset for s in self.sessions))
         self._windows: dict[tuple[str, str], WindowDataset] = {}
         self._global: dict[str, np.ndarray] = {}

@@ -79,6 +79,33 @@ def embedding_models(data_dir: str | None) -> dict[str, str]:
     return out
 
 
+def label_names(emb: xr.Dataset) -> np.ndarray:
+    """Per unit of a unit-embedding table, its label as hovers and traces show it: ``"AVAL"``, ``""``
+    when unidentified, and ``"URADL (dup #3)"`` (``#`` the unit's index in its session) when
+    another unit of its session carries the same label. Colouring by label still uses the plain
+    label, so both URADL units get URADL's colour."""
+    labels = emb["label"].values.astype(str)
+    if "label_duplicate" not in emb.coords:
+        return labels
+    dup = emb["label_duplicate"].values.astype(bool)
+    idx = emb["unit_index"].values
+    return np.array([f"{lab} (dup #{int(i)})" if d else lab for lab, d, i in zip(labels, dup, idx)], dtype=str)
+
+
+def duplicate_summary(emb: xr.Dataset, rows: list[int]) -> str:
+    """``"URADL in worm/x (units 3, 9)"`` for the duplicated labels among ``rows`` ("" when none)."""
+    if "label_duplicate" not in emb.coords or not rows:
+        return ""
+    dup = emb["label_duplicate"].values.astype(bool)
+    labels, sessions, idx = emb["label"].values.astype(str), emb["session"].values.astype(str), emb["unit_index"].values
+    keys = list(dict.fromkeys((sessions[r], labels[r]) for r in rows if dup[r]))
+    parts = []
+    for sess, lab in keys:
+        units = idx[(sessions == sess) & (labels == lab)]
+        parts.append(f"{lab} in {sess} (units {', '.join(str(int(u)) for u in units)})")
+    return "; ".join(parts)
+
+
 def _palette(values: np.ndarray) -> dict[str, str]:
     names = sorted({str(v) for v in values} - {""})
     colors = {v: REGION_PALETTE[i % len(REGION_PALETTE)] for i, v in enumerate(names)}
@@ -542,7 +569,7 @@ class EmbeddingsView(TabView):
             self._scatter_pane.object = self._scatter_glyphs
         self._scatter_pipe.send({
             "emb_x": xy[:, 0], "emb_y": xy[:, 1], "color": np.array([colors.get(v, UNKNOWN_COLOR) for v in values]), "group": values,
-            "region": emb["region"].values, "session": emb["session"].values, "label": emb["label"].values,
+            "region": emb["region"].values, "session": emb["session"].values, "label": label_names(emb),
             "unit": emb["unit_index"].values, "score": np.round(self._scores, 4),
         })  # fmt: skip
         self._send_map()
@@ -569,7 +596,7 @@ class EmbeddingsView(TabView):
         self._map_pipe.send({
             "pos_x": emb["x"].values[rows], "pos_y": emb["y"].values[rows],
             "color": np.array([colors.get(v, UNKNOWN_COLOR) for v in values[rows]]),
-            "region": emb["region"].values[rows], "label": emb["label"].values[rows], "unit": emb["unit_index"].values[rows],
+            "region": emb["region"].values[rows], "label": label_names(emb)[rows], "unit": emb["unit_index"].values[rows],
         })  # fmt: skip
 
     def _send_selection(self) -> None:
@@ -587,19 +614,23 @@ class EmbeddingsView(TabView):
         self._map_marks_pipe.send({"pos_x": marks["pos_x"], "pos_y": marks["pos_y"]})
         paths = []
         values, colors = self._colors()
+        names = label_names(emb)
         for k, row in enumerate(sel[:MAX_TRACES]):
             rec = self._recordings.get(str(emb["session"].values[row]))
             if rec is None:
                 continue
             act = np.asarray(rec["activity"].values[:, int(emb["unit_index"].values[row])], dtype=float)
             t = np.arange(len(act)) / float(rec.attrs.get("sampling_rate_hz", 1.0))
-            name = str(emb["label"].values[row]) or f"#{int(emb['unit_index'].values[row])}"
+            name = str(names[row]) or f"#{int(emb['unit_index'].values[row])}"
             paths.append({"time": t, "offset": act - 4.0 * k, "unit": f"{emb['session'].values[row]} {name}", "color": colors.get(values[row], UNKNOWN_COLOR)})
         self._traces_pipe.send(paths)
         if sel:
             regions = emb["region"].values[sel]
             top = ", ".join(f"{r or '(none)'} {c}" for r, c in zip(*np.unique(regions, return_counts=True)))
-            self._selection_info.object = f"**{len(sel)} selected** ({top}); traces of the first {min(len(sel), MAX_TRACES)}"
+            dups = duplicate_summary(emb, sel)
+            self._selection_info.object = f"**{len(sel)} selected** ({top}); traces of the first {min(len(sel), MAX_TRACES)}" + (
+                f"; ⚠ duplicated label: {dups}" if dups else ""
+            )
         else:
             self._selection_info.object = "Select units with the box or lasso tool, in the layout or on the map."
 

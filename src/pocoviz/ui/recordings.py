@@ -7,7 +7,7 @@ import html
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import holoviews as hv
@@ -18,7 +18,7 @@ import param
 import xarray as xr
 from holoviews.operation.datashader import datashade, dynspread, rasterize
 
-from pocoviz.recordings import RecordingError, sort_units_by_region, summarize
+from pocoviz.recordings import RecordingError, duplicate_labels, sort_units_by_region, summarize
 from pocoviz.recordings.raster import RegionBand
 
 from .base import TabView
@@ -48,8 +48,9 @@ class PreparedSession:
     clim: tuple[float, float]
     cmap: str
     regions: np.ndarray  # per positional unit, "(no region)" for ""
-    names: np.ndarray  # per positional unit, "AVAL" or "#12"
+    names: np.ndarray  # per positional unit, "AVAL", "#12", or "URADL (dup #12)" for a duplicated label
     time_label: str  # "time (s)", or "frame" when the file gave no sampling rate
+    duplicates: dict[str, list[int]] = field(default_factory=dict)  # label -> positional units, labels on >1 unit
 
 
 _PREPARED: OrderedDict[tuple, PreparedSession] = OrderedDict()
@@ -69,7 +70,8 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
     regions = np.where(regions == "", "(no region)", regions)
     labels = np.asarray(ds["label"].values).astype(str)
     ids = np.asarray(ds["unit"].values)
-    names = np.array([lab if lab else f"#{uid}" for lab, uid in zip(labels, ids)])
+    duplicates = duplicate_labels(labels)
+    names = np.array([unit_name(lab, uid, lab in duplicates) for lab, uid in zip(labels, ids)])
     act = ds["activity"].values
     sample = act[:: max(1, act.shape[0] // 400), :: max(1, act.shape[1] // 2000)]
     units = ds["activity"].attrs.get("units")
@@ -93,12 +95,44 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
         regions=regions,
         names=names,
         time_label="frame (no sampling rate in the file)" if ds.attrs.get("time_is_frame_index") else "time (s)",
+        duplicates=duplicates,
     )
     with _PREPARED_LOCK:
         _PREPARED[key] = prepared
         while len(_PREPARED) > 8:
             _PREPARED.popitem(last=False)
     return prepared
+
+
+def unit_name(label: str, uid: int, duplicated: bool = False) -> str:
+    """How a unit is named on axes and in hovers: its label, ``#<id>`` without one, and
+    ``"URADL (dup #12)"`` when another unit of the recording carries the same label."""
+    if not label:
+        return f"#{uid}"
+    return f"{label} (dup #{uid})" if duplicated else label
+
+
+def label_options(ds: xr.Dataset) -> dict[str, str]:
+    """Choices of a neuron-label picker, ``{shown: label}`` sorted by label; a label that several
+    units carry is shown as ``"URADL (2 units: duplicated label)"`` (picking it selects all of them)."""
+    labels = np.asarray(ds["label"].values).astype(str)
+    dups = duplicate_labels(labels)
+    out = {}
+    for lab in sorted({v for v in labels if v}):
+        out[f"{lab} ({len(dups[lab])} units: duplicated label)" if lab in dups else lab] = lab
+    return out
+
+
+def duplicate_note(prep: PreparedSession, units: list[int]) -> str:
+    """A sentence naming the duplicated labels among ``units`` ("" when there are none)."""
+    ids = np.asarray(prep.ds["unit"].values)
+    shown = set(units)
+    parts = [
+        f"{lab} is carried by {len(idx)} units ({', '.join(f'#{int(ids[i])}' for i in idx)})"
+        for lab, idx in prep.duplicates.items()
+        if shown.intersection(idx)
+    ]
+    return ("duplicated label: " + "; ".join(parts)) if parts else ""
 
 
 def parse_unit_ids(text: str) -> list[int]:
@@ -128,9 +162,11 @@ def units_of_region(prep: PreparedSession, region: str | None, n: int) -> list[i
 
 
 def units_with_labels(prep: PreparedSession, labels: list[str], limit: int) -> list[int]:
-    """The units carrying any of ``labels``, in the order given, at most ``limit``."""
+    """The units carrying any of ``labels``, in the order given, at most ``limit``; a duplicated
+    label (several units carry it) selects every one of its units."""
     have = np.asarray(prep.ds["label"].values).astype(str)
-    return [int(i) for lab in labels for i in np.flatnonzero(have == lab)][:limit]
+    units = [int(i) for lab in dict.fromkeys(labels) for i in np.flatnonzero(have == lab)]
+    return list(dict.fromkeys(units))[:limit]
 
 
 def units_with_ids(prep: PreparedSession, text: str, limit: int) -> list[int]:
@@ -221,12 +257,13 @@ class RecordingsView(TabView):
         ds = self._sessions[self.session]
         self._prepared = prep = prepare_session((self.source, self.session, id(ds)), ds, self.session)
         regions = [b.region for b in prep.bands]
-        labelled = sorted({str(v) for v in ds["label"].values if str(v)})
+        options = label_options(ds)
+        labelled = list(options.values())
         # the selection widgets change below; draw the selection once, after the new session
         self._hold_selection = True
         with param.parameterized.batch_call_watchers(self):
             self.param.region.objects = regions
-            self.param.labels.objects = labelled
+            self.param.labels.objects = options
             self.region = regions[0] if regions else None
             self.labels = [lab for lab in self.labels if lab in labelled]
             if self.select_by == "label" and not labelled:
@@ -276,7 +313,10 @@ class RecordingsView(TabView):
         except ValueError as exc:
             self._selection_info.object = f"⚠ {html.escape(str(exc))}"
             return
-        self._selection_info.object = f"{len(units)} unit(s) shown" if units else "no units selected"
+        note = duplicate_note(prep, units)
+        self._selection_info.object = (f"{len(units)} unit(s) shown" if units else "no units selected") + (
+            f"; ⚠ {html.escape(note)}" if note else ""
+        )
         self._send_selection(prep, units)
 
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
