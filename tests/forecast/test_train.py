@@ -552,3 +552,35 @@ def test_finetune_initialisation_depends_on_the_seed_only(pretrained, corpus_b):
     assert ra.history[0]["val_score"] == rb.history[0]["val_score"]
     c, _ = finetune(pretrained, corpus_b, "embedding", TrainConfig(steps=0, eval_every=5, batch_size=16, seed=4), device="cpu")
     assert not torch.equal(a.unit_emb.weight, c.unit_emb.weight)
+
+
+# -- warm start: POCO's FiLM head from a trained MLP --------------------------------------------
+
+
+def test_poco_started_from_an_mlp_forecasts_what_the_mlp_does(sine_corpus):
+    from pocoviz.forecast import fit
+
+    mlp = make_model("MLP", sine_corpus, seed=0, hidden=32)
+    train(mlp, sine_corpus, TrainConfig(steps=10, eval_every=5, seed=0), device="cpu")
+    poco = make_model("POCO", sine_corpus, seed=0, **POCO_SMALL)
+    ctx = torch.randn(4, C, 6)
+    sess = torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        before = poco.eval()(ctx, sess)
+        poco.start_from_mlp(mlp)
+        after, want = poco(ctx, sess), mlp.eval()(ctx, sess)
+    assert not torch.allclose(before, want, atol=1e-3)
+    torch.testing.assert_close(after, want, atol=1e-5, rtol=1e-5)
+    # the head of another width does not fit
+    with pytest.raises(ValueError, match="do not fit"):
+        make_model("POCO", sine_corpus, seed=0, **{**POCO_SMALL, "hidden": 16}).start_from_mlp(mlp)
+    # through fit: step 0 of POCO's run is the MLP's best validation state
+    cfg = TrainConfig(steps=20, eval_every=10, seed=1)
+    model, run = fit("POCO", sine_corpus, cfg, warm_start="mlp", device="cpu", **POCO_SMALL)
+    assert run.info["warm_start"]["kind"] == "MLP"
+    assert run.history[0]["val_mse"] == pytest.approx(run.info["warm_start"]["best_val_mse"], rel=1e-5)
+    assert run.best_val_mse <= run.history[0]["val_mse"]
+    with pytest.raises(ValueError, match="warm_start"):
+        fit("POCO", sine_corpus, cfg, warm_start="poco", device="cpu")
+    with pytest.raises(ValueError, match="FiLM head"):
+        fit("NLinear", sine_corpus, cfg, warm_start="mlp", device="cpu")

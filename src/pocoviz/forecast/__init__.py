@@ -26,13 +26,13 @@ from .base import (
 )
 from .data import Batch, ForecastCorpus
 from .metrics import EvalReport, SessionScore, evaluate
-from .train import TrainConfig, TrainResult, finetune, make_model, train
+from .train import TrainConfig, TrainResult, finetune, fit, make_model, train
 
 _CHECKPOINT = ("CheckpointError", "available_models", "load_model", "model_card", "read_card", "save_model")
 
 __all__ = [
     "FINETUNE_INITS", "FINETUNE_MODES", "MODELS", "Batch", "EvalReport", "ForecastCorpus", "Forecaster", "SessionInfo", "SessionScore",
-    "TrainConfig", "TrainResult", "build_model", "evaluate", "finetune", "make_model", "masked_mse", "model_kinds", "train",
+    "TrainConfig", "TrainResult", "build_model", "evaluate", "finetune", "fit", "make_model", "masked_mse", "model_kinds", "train",
     *_CHECKPOINT,
 ]  # fmt: skip
 

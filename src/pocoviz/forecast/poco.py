@@ -290,12 +290,38 @@ class POCO(Forecaster):
     @torch.no_grad()
     def init_from_labels(self, first: int) -> int:
         """A new unit whose label is known from older sessions gets the mean of their unit-embedding
-        rows (labels are matched within a dataset); the other new rows keep their fresh values."""
+        rows (labels are matched within a species, see :meth:`Forecaster.label_matches`; a label that
+        several units of the new session carry is skipped); the other new rows keep their fresh values."""
         matches = self.label_matches(first)
         w = self.unit_emb.weight
         for row, old in matches:
             w[row] = w[old].mean(0)
         return len(matches)
+
+    @torch.no_grad()
+    def start_from_mlp(self, mlp: Forecaster) -> None:
+        """Warm start: take the per-unit forecaster of a trained ``MLP`` as this model's FiLM head.
+
+        ``in_proj`` and ``out_proj`` get the MLP's two layers, and the FiLM starts as the identity
+        (α = 1, β = 0, the conditioning weights W_α, W_β stay at zero), so before any training this
+        POCO forecasts exactly what the MLP does; training then teaches the population encoder to
+        modulate a head that already forecasts well (spec §1.5's head is the MLP baseline's).
+        """
+        if self.hp["head"] != "film" or self.hp["head_layers"] != 1:
+            raise ValueError("a warm start from an MLP needs POCO's one-layer FiLM head")
+        layers = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+        want = [(self.hp["hidden"], self.context), (self.horizon, self.hp["hidden"])]
+        if [tuple(m.weight.shape) for m in layers] != want:
+            raise ValueError(f"the MLP's layers {[tuple(m.weight.shape) for m in layers]} do not fit this POCO's head {want}")
+        first, last = layers
+        self.in_proj[0].weight.copy_(first.weight)
+        self.in_proj[0].bias.copy_(first.bias)
+        self.out_proj.weight.copy_(last.weight)
+        self.out_proj.bias.copy_(last.bias)
+        for lin in (self.film_alpha, self.film_beta):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        self.film_alpha.bias.fill_(1.0)
 
     def lr_scales(self) -> dict[str, float]:
         return {"unit_emb.weight": self.hp["unit_embedding_lr"]} if self.hp["unit_embedding_lr"] != 1.0 else {}

@@ -49,6 +49,8 @@ SHORT_RECORDING_MODELS: dict[str, dict[str, Any]] = {
     "POYO": {"unit_embedding_lr": 0.0},
     "UICO": {"unit_embedding_lr": 0.0},
 }
+#: per-kind warm starts for short recordings (see train.fit)
+SHORT_RECORDING_WARM_START: dict[str, str] = {"POCO": "mlp"}
 RECIPES = {"default": TrainConfig(), "demo": DEMO_RECIPE, "short": SHORT_RECORDING}
 #: ``auto`` picks ``short`` below this many training windows per session (an 800-frame recording
 #: has 417; the demo sessions have 840-1070)
@@ -65,6 +67,11 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def warm_start_for(recipe_name: str, kind: str) -> str:
+    """How :func:`~pocoviz.forecast.train.fit` starts a ``kind`` model under a recipe."""
+    return SHORT_RECORDING_WARM_START.get(kind, "none") if recipe_name == "short" else "none"
 
 
 def model_overrides(recipe_name: str, kind: str) -> dict[str, Any]:

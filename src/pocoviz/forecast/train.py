@@ -104,6 +104,61 @@ def make_model(kind: str, corpus: ForecastCorpus, *, seed: int = 0, **config: An
     return build_model(kind, corpus.sessions, context=corpus.context, horizon=corpus.horizon, **config)
 
 
+#: ``fit(..., warm_start=...)`` choices: none, or POCO's FiLM head taken from a trained MLP
+WARM_STARTS = ("none", "mlp")
+
+
+def fit(
+    kind: str,
+    corpus: ForecastCorpus,
+    config: TrainConfig | None = None,
+    *,
+    warm_start: str | Forecaster = "none",
+    device: torch.device | str | None = None,
+    state_path: str | os.PathLike | None = None,
+    callback: Callable[[dict[str, float]], bool | None] | None = None,
+    **model_config: Any,
+) -> tuple[Forecaster, TrainResult]:
+    """Build a ``kind`` model for ``corpus`` and train it; the one entry point of the CLI and benchmarks.
+
+    ``warm_start="mlp"`` (POCO only) first trains the MLP baseline with the same settings and seed,
+    then starts POCO's FiLM head from it (:meth:`POCO.start_from_mlp`) and trains the whole model;
+    a trained ``MLP`` may be passed instead of ``"mlp"``. Model selection includes step 0, so on the
+    validation split the result is never worse than the MLP it started from.
+    ``result.info["warm_start"]`` records the MLP's run.
+
+    Returns
+    -------
+    (model, TrainResult)
+        The trained model (best validation state, eval mode) and its run.
+    """
+    if not isinstance(warm_start, Forecaster) and warm_start not in WARM_STARTS:
+        raise ValueError(f"warm_start must be one of {WARM_STARTS} or a trained MLP, got {warm_start!r}")
+    cfg = config or TrainConfig()
+    info: dict[str, Any] = {}
+    head = None
+    if isinstance(warm_start, Forecaster):
+        if kind != "POCO" or warm_start.kind != "MLP":
+            raise ValueError(f"a {kind} cannot start from a {warm_start.kind}; POCO's FiLM head starts from an MLP")
+        head = warm_start
+        info["warm_start"] = {"kind": "MLP", "given": True, "seconds": 0.0}
+    elif warm_start == "mlp":
+        if kind != "POCO":
+            raise ValueError(f"warm_start='mlp' starts POCO's FiLM head from an MLP; {kind} has no such head")
+        head = make_model("MLP", corpus, seed=cfg.seed, hidden=int(model_config.get("hidden", 1024)))
+        head_run = train(head, corpus, cfg, device=device)
+        info["warm_start"] = {"kind": "MLP", "best_step": head_run.best_step, "steps_done": head_run.steps_done,
+                              "best_val_mse": head_run.best_val_mse, "seconds": head_run.seconds}  # fmt: skip
+    model = make_model(kind, corpus, seed=cfg.seed, **model_config)
+    if head is not None:
+        model.start_from_mlp(head)
+    result = train(model, corpus, cfg, device=device, state_path=state_path, callback=callback)
+    result.info.update(info)
+    if head is not None:
+        result.seconds += info["warm_start"]["seconds"]
+    return model, result
+
+
 def _validation(model: Forecaster, corpus: ForecastCorpus, cfg: TrainConfig, device: torch.device) -> EvalReport:
     return evaluate(model, corpus, "val", batch_size=cfg.eval_batch_size, device=device)
 
@@ -333,7 +388,7 @@ def finetune(
 
     ``init`` chooses the new units' starting embeddings: ``"random"`` (spec §5: fresh rows) or
     ``"labels"``: a unit whose label (``SessionInfo.labels``, e.g. an identified C. elegans
-    neuron) the model has seen in a session of the same dataset starts from the mean of those
+    neuron) the model has seen in a session of the same species starts from the mean of those
     units' rows; unidentified units start fresh. ``result.info["label_matched_units"]`` counts them.
 
     The history's step-0 entry is the zero-shot score (the initial embeddings, no training).
