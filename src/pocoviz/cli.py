@@ -121,9 +121,12 @@ def _print_report(rep, as_json: bool, extra: dict[str, Any] | None = None) -> No
         return
     print(f"{rep.model}: {rep.split} score {rep.score:.4f} (mean over {len(rep.sessions)} sessions; 0 = copy last frame, 1 = perfect)")
     for s in rep.sessions:
-        print(f"  {s.name:40s} score {s.score:7.4f}  mse {s.mse:.4f}  copy-last mse {s.copy_mse:.4f}  ({s.n_windows} windows, {s.sse.shape[1]} units)")
-    steps = " ".join(f"{v:.3f}" for v in rep.per_step_mse)
-    print(f"  per-step MSE (steps 1..{len(rep.per_step_mse)}): {steps}")
+        print(
+            f"  {s.name:40s} score {s.score:7.4f}  mse {s.mse:.4f}  mae {s.mae:.4f}  copy-last mse {s.copy_mse:.4f}  "
+            f"({s.n_windows} windows, {s.sse.shape[1]} units)"
+        )
+    for name, values in (("MSE", rep.per_step_mse), ("MAE", rep.per_step_mae)):
+        print(f"  per-step {name} (steps 1..{len(values)}): {' '.join(f'{v:.3f}' for v in values)}")
 
 
 def _forecast_errors():
@@ -136,8 +139,8 @@ def _forecast_errors():
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a forecaster on recordings and save it as a checkpoint (safetensors + JSON card)."""
     from pocoviz.backend import configure_threads, get_device
-    from pocoviz.forecast import evaluate, make_model, save_model, train
-    from pocoviz.forecast.recipes import auto_recipe, model_overrides
+    from pocoviz.forecast import evaluate, fit, save_model
+    from pocoviz.forecast.recipes import auto_recipe, model_overrides, warm_start_for
 
     configure_threads()
     try:
@@ -148,14 +151,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"recipe: {recipe_name}", flush=True)
         model_kw = {**model_overrides(recipe_name, args.kind), **(json.loads(args.config) if args.config else {})}
         cfg = _train_config(args, recipe_name)
-        model = make_model(args.kind, corpus, seed=cfg.seed, **model_kw)
-        res = train(model, corpus, cfg, device=device, state_path=args.state)
+        warm = warm_start_for(recipe_name, args.kind) if args.warm_start == "auto" else args.warm_start
+        model, res = fit(args.kind, corpus, cfg, warm_start=warm, device=device, state_path=args.state, **model_kw)
         rep = evaluate(model, corpus, "test", device=device)
         path = save_model(
             model,
             args.out,
             training={"data": [str(d) for d in args.data], "sessions": corpus.names, "recipe": recipe_name, "model_overrides": model_kw,
-                      "config": cfg.to_json(),
+                      "config": cfg.to_json(), "warm_start": res.info.get("warm_start"),
                       "best_step": res.best_step, "steps_done": res.steps_done, "seconds": res.seconds, "device": str(device),
                       "history": res.history},
             metrics={"test": rep.to_json(), "test_score": rep.score, "best_val_mse": res.best_val_mse},
@@ -231,6 +234,40 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps_default: int | None 
     p.add_argument("--dataset", default=None, help="dataset name for the given recordings (default: their species)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    """Run a benchmark protocol on the real recordings (pocoviz.forecast.protocols), or summarise runs."""
+    from pocoviz.backend import configure_threads, get_device
+    from pocoviz.bench import DEFAULT_SHARED
+    from pocoviz.forecast.protocols import format_summary, run_protocol, summarise
+
+    if args.protocol == "summary":
+        if not args.files:
+            return _err("summary needs the JSON-lines files to read")
+        rows = summarise(args.files)
+        print(json.dumps(rows, indent=1) if args.json else format_summary(rows))
+        return 0
+    if not args.out:
+        return _err("--out FILE.jsonl is needed (the runs are appended to it)")
+    configure_threads()
+    kw: dict[str, Any] = {}
+    if args.protocol == "loo":
+        kw["init"] = args.init
+        if args.folds:
+            kw["folds"] = args.folds.split(",")
+    elif args.folds:
+        return _err("--folds is for the loo protocol")
+    if args.models:
+        if args.protocol not in ("worms", "tectum"):
+            return _err("--models is for the worms and tectum protocols")
+        kw["kinds"] = args.models.split(",")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        run_protocol(args.protocol, args.out, args.shared_data or DEFAULT_SHARED, seeds, device=get_device(args.device), **kw)
+    except (*_forecast_errors(), TypeError) as exc:
+        return _err(str(exc))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -383,8 +420,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="model settings as JSON, e.g. '{\"unit_dropout\": 0.2}'")
     p.add_argument("--state", default=None, help="resumable training state file")
+    p.add_argument(
+        "--warm-start", default="auto", choices=["auto", "none", "mlp"],
+        help="mlp: train the MLP baseline first and start POCO's FiLM head from it; auto: mlp for POCO under the short recipe",
+    )
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("protocols", help="long benchmark protocols on the real recordings; JSON lines (not a test)")
+    p.add_argument("protocol", choices=["worms", "loo", "tectum", "cross", "summary"])
+    p.add_argument("files", nargs="*", help="summary: the JSON-lines files to summarise")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (0,1,2)")
+    p.add_argument("--out", default=None, help="JSON-lines file the runs are appended to")
+    p.add_argument("--shared-data", default=None, help="folder of the real recordings (default ../shared/data)")
+    p.add_argument("--folds", default=None, help="loo: held-out worm uids, comma-separated (default: every worm)")
+    p.add_argument("--models", default=None, help="worms/tectum: model kinds, comma-separated")
+    p.add_argument("--init", default="labels", choices=["labels", "random"], help="loo: the adapted units' starting embeddings")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="summary as JSON")
+    p.set_defaults(func=cmd_protocols)
 
     p = sub.add_parser("evaluate", help="score a checkpoint: per-session scores, mean score, per-step MSE")
     p.add_argument("model", help="a shipped model name or a checkpoint path")

@@ -1,0 +1,81 @@
+"""``pocoviz protocols``: the leave-one-worm-out protocol end to end on two small worms in the
+Flavell-lab layout (a few steps), the JSON lines it writes, and their summary."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from pocoviz.cli import main
+from pocoviz.forecast import TrainConfig, protocols, recipes
+
+
+def write_worm(path, n_units: int, seed: int, n_time: int = 800) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_time)[:, None]
+    x = np.sin(2 * np.pi * t / rng.uniform(20, 40, n_units) + rng.uniform(0, 6, n_units)) + 0.2 * rng.standard_normal((n_time, n_units))
+    with h5py.File(path, "w") as f:
+        f["gcamp/trace_array"] = (x - x.mean(0)) / x.std(0)
+        f["timing/timestamp_confocal"] = 1000.0 + 0.6 * np.arange(n_time)
+    labels = ["trace_index,neuropal_label,ganglion", "0,AVAL,Lateral Ganglion", "1,AVAR,Lateral Ganglion"]
+    path.with_name(path.name.replace("-data.h5", "-labels.csv")).write_text("\n".join(labels) + "\n")
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch):
+    folder = tmp_path / "shared" / protocols.FLAVELL_DIR
+    folder.mkdir(parents=True)
+    write_worm(folder / "w1-data.h5", 5, 1)
+    write_worm(folder / "w2-data.h5", 4, 2)
+    monkeypatch.setitem(recipes.RECIPES, "short", TrainConfig(steps=6, batch_size=8, eval_every=3, patience=None))
+    monkeypatch.setattr(protocols, "ADAPT_STEPS", 4)
+    return tmp_path / "shared"
+
+
+def test_leave_one_out_writes_every_comparison_per_fold(shared, tmp_path, capsys):
+    out = tmp_path / "loo.jsonl"
+    assert main(["protocols", "loo", "--seeds", "0", "--out", str(out), "--shared-data", str(shared), "--folds", "w2"]) == 0
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["model"], r["variant"]) for r in runs] == [
+        ("MLP", "pretrained"), ("POCO", "adapted:embedding:labels"), ("POCO", "scratch-4"), ("MLP", "scratch-4"),
+    ]  # fmt: skip
+    for r in runs:
+        assert r["fold"] == "C_elegans/w2" and r["seed"] == 0 and r["machine"]["torch_threads"] >= 1
+        assert list(r["test"]["session_scores"]) == ["C_elegans/w2"]
+        assert len(r["test"]["per_step_mae"]) == 16 and np.isfinite(r["test_score"])
+    adapted = runs[1]
+    assert adapted["pretrained_on"] == ["C_elegans/w1"]
+    assert adapted["info"]["label_matched_units"] == 2  # AVAL and AVAR are known from w1
+    assert adapted["history"][0]["step"] == 0 and adapted["steps_done"] == 4
+    assert adapted["pretrain"]["steps_done"] == 6  # POCO warm-started from the pretrained MLP (short recipe)
+    assert runs[2]["steps_done"] == runs[3]["steps_done"] == 4
+
+    capsys.readouterr()
+    assert main(["protocols", "summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "adapted:embedding:labels" in text and "scratch-4" in text
+    rows = protocols.summarise([out, out])
+    assert {r["n"] for r in rows} == {2} and all(r["sd"] == 0.0 for r in rows)
+    assert rows[0]["mean"] == pytest.approx(np.mean([r["test_score"] for r in runs if (r["model"], r["variant"]) == (rows[0]["model"], rows[0]["variant"])]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["protocols", "worms"], "--out"),
+        (["protocols", "summary"], "JSON-lines files"),
+        (["protocols", "worms", "--out", "x.jsonl", "--folds", "a"], "loo"),
+        (["protocols", "loo", "--out", "x.jsonl", "--models", "MLP"], "worms and tectum"),
+    ],
+)
+def test_protocol_arguments_are_checked(argv, match, capsys):
+    assert main(argv) != 0
+    assert match in capsys.readouterr().err
+
+
+def test_a_missing_worm_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["protocols", "worms", "--out", str(tmp_path / "w.jsonl"), "--shared-data", str(tmp_path)]) != 0
+    assert "no Flavell-lab worm" in capsys.readouterr().err
