@@ -298,3 +298,28 @@ def test_step_wraps_around_the_playable_range(view):
     assert view.cursor == 1584
     view.step(-10)
     assert view.cursor == 1574
+
+
+def test_a_duplicated_label_is_offered_once_and_selects_both_units(tmp_path):
+    """Two traces labelled URADL (as in worm 2022-07-27-38): the Forecast tab's label picker marks
+    the label as duplicated, picking it shows both units, and the selection line says so."""
+    from pocoviz.recordings import make_recording, save_recording
+
+    rng = np.random.default_rng(5)
+    ds = make_recording(
+        rng.standard_normal((200, 5)).astype(np.float32), sampling_rate_hz=2.0, species="C. elegans", session="dup",
+        label=["URADL", "AVAL", "", "URADL", ""], region=["Anterior Ganglion"] * 5, units="z-score",
+    )  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    save_recording(ds, folder / "dup.nc")
+    v = ForecastView(str(folder), sync_url=False)
+    try:
+        v.source = "dup.nc"
+        assert v.param.labels.names == {"AVAL": "AVAL", "URADL (2 units: duplicated label)": "URADL"}
+        v.select_by, v.labels = "label", ["URADL"]
+        assert v.selected_units() == [0, 3]
+        assert "2 unit(s) shown" in v._selection_info.object
+        assert "URADL is carried by 2 units (#0, #3)" in v._selection_info.object
+    finally:
+        v.close()

@@ -38,7 +38,16 @@ from pocoviz.recordings.preprocess import zscore
 
 from .base import TabView
 from .models import ADAPTED, FORECASTS, MODELS, list_models
-from .recordings import PreparedSession, prepare_session, toggle_tapped_unit, units_of_region, units_with_ids, units_with_labels
+from .recordings import (
+    PreparedSession,
+    duplicate_note,
+    label_options,
+    prepare_session,
+    toggle_tapped_unit,
+    units_of_region,
+    units_with_ids,
+    units_with_labels,
+)
 from .sources import DEMO_KEY, SOURCES, list_sources
 
 hv.Store.set_current_backend("bokeh")
@@ -283,10 +292,11 @@ class ForecastView(TabView):
         lo, hi = C, max(C, rec.T - 16)
         self.param.cursor.bounds = (lo, hi)
         regions = [b.region for b in prep.bands]
-        labelled = sorted({str(v) for v in ds["label"].values if str(v)})
+        options = label_options(ds)  # a duplicated label is shown as such; picking it selects every unit carrying it
+        labelled = list(options.values())
         with param.parameterized.batch_call_watchers(self):
             self.param.region.objects = regions
-            self.param.labels.objects = labelled
+            self.param.labels.objects = options
             if self.region not in regions:
                 self.region = regions[0] if regions else None
             self.labels = [lab for lab in self.labels if lab in labelled]
@@ -513,7 +523,9 @@ class ForecastView(TabView):
             self._selection_info.object = f"⚠ {html.escape(str(exc))}"
             return
         self._units = units
-        self._selection_info.object = f"{len(units)} unit(s) shown" if units else "no units selected"
+        note = duplicate_note(rec.prep, units)
+        shown = f"{len(units)} unit(s) shown" if units else "no units selected"
+        self._selection_info.object = f"{shown}; {html.escape(note)}" if note else shown
         self._on_loop(lambda: self._layout_traces(rec, units))
         self._request_frame()
 
