@@ -26,7 +26,7 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 test: setup browser
-	BOKEH_RESOURCES=server $(PY) -m pytest
+	$(PY) -m pytest
 
 bench: setup
 	$(VENV)/bin/pocoviz bench

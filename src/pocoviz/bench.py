@@ -133,7 +133,6 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
 def _served(chromium: str):
     """``pocoviz serve`` (the README's command) on a free port plus a headless Chromium:
     yields ``(browser, base_url, t_launch)``, or a ``{"skipped"/"error": ...}`` dict."""
-    import os
     import subprocess
     import sys
 
@@ -152,7 +151,7 @@ def _served(chromium: str):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "BOKEH_RESOURCES": "server"})
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # as users start it
         try:
             try:
                 wait_until_live(proc, port, timeout=120)

@@ -22,8 +22,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import panel as pn
 
     from pocoviz.ui import create_app
+    from pocoviz.ui.app import serve_resources_locally
     from pocoviz.ui.warmup import start_warmup
 
+    serve_resources_locally()  # whatever BOKEH_RESOURCES says: the app works offline
     start_warmup()  # imports, demo corpus, Datashader kernels: ready before the first browser arrives
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     pn.config.nthreads = args.num_threads

@@ -1,7 +1,12 @@
-"""Serve app/app.py with `panel serve` in a subprocess and drive it in headless Debian Chromium.
+"""Serve the app the way users start it, in a subprocess, and drive it in headless Debian Chromium.
 
-One server and one browser per test session. Every page blocks and records non-loopback requests
-(`page.external_requests`), and records console errors (`page.console_errors`).
+``app_url``: ``panel serve app/app.py`` in the runner's environment as it is (every view test);
+``pocoviz_url``: ``pocoviz serve`` (what ``make serve`` runs) from a shell with
+``BOKEH_RESOURCES=inline``, started only by the tests that ask for it. Nothing here makes the page
+load its resources locally: the app does that itself. One browser per test session.
+Every page blocks and records each request that leaves loopback (``page.external_requests``),
+records the stylesheets the app's server answered (``page.local_css``: (url, status)) and console
+errors (``page.console_errors``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,26 +62,43 @@ def write_test_checkpoints(folder: Path) -> None:
     save_model(poco, folder / "mismatched")
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory, ui_data_dir):
+def _serve(cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Iterator[str]:
+    """Run ``cmd`` until ``/liveness`` answers, yield the app's URL, stop it (its log printed on tracebacks)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "panel.log"
-    cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness",
-           "--args", "--data-dir", str(ui_data_dir)]
-    env = {**os.environ, "BOKEH_RESOURCES": "server"}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
-        wait_until_live(proc, port, timeout=90, on_fail=lambda: "panel serve failed:\n" + log.read_text()[-3000:])
+        wait_until_live(proc, port, timeout=90, on_fail=lambda: f"{cmd[:4]} failed:\n" + log.read_text()[-3000:])
         yield f"http://127.0.0.1:{port}/app"
     finally:
         stop(proc)
         server_log = log.read_text(errors="replace")
         if "Traceback" in server_log:
-            print("panel serve log (tracebacks found):\n" + server_log[-5000:])
+            print(f"{cmd[:4]} log (tracebacks found):\n" + server_log[-5000:])
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, ui_data_dir):
+    """``panel serve app/app.py --args --data-dir DIR``, in the test runner's environment as it is."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness",
+           "--args", "--data-dir", str(ui_data_dir)]
+    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", dict(os.environ))
+
+
+@pytest.fixture(scope="session")
+def pocoviz_url(tmp_path_factory, ui_data_dir):
+    """``pocoviz serve --data-dir DIR`` (``make serve``) from a shell that has ``BOKEH_RESOURCES=inline``
+    (left over from saving standalone HTML, say): with it, Bokeh used to point the page at about ten
+    CSS files on cdn.holoviz.org, and offline the template came up unstyled."""
+    port = free_port()
+    script = Path(sys.executable).with_name("pocoviz")  # the console script pip installed
+    cmd = [*([str(script)] if script.exists() else [sys.executable, "-m", "pocoviz.cli"]),
+           "serve", "--address", "127.0.0.1", "--port", str(port), "--data-dir", str(ui_data_dir)]
+    env = {**os.environ, "BOKEH_RESOURCES": "inline"}
+    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "pocoviz.log", env)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +126,8 @@ def page(browser):
     ctx.route("**/*", only_loopback)
     pg = ctx.new_page()
     pg.external_requests = external
+    pg.local_css = []
+    pg.on("response", lambda r: pg.local_css.append((r.url, r.status)) if r.request.resource_type == "stylesheet" else None)
     pg.console_errors = []
     pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.console_errors.append(f"pageerror: {e}"))

@@ -79,6 +79,20 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> str | None:
     return str(chosen.resolve()) if chosen else None
 
 
+def serve_resources_locally() -> None:
+    """Make the served page load BokehJS, Panel's JS and every CSS file from this server.
+
+    Bokeh reads ``BOKEH_RESOURCES`` when a page is rendered; a shell with ``cdn`` or ``inline``
+    there would make the page fetch BokehJS (``cdn``: the page never renders offline) or about ten
+    of Panel's CSS files (``inline``: the template comes up unstyled) from cdn.bokeh.org and
+    cdn.holoviz.org. A value set here outranks the environment. Process-wide; called by
+    :func:`create_app` when served and by ``pocoviz serve``, not in a notebook.
+    """
+    from bokeh.settings import settings
+
+    settings.resources.set_value("server")
+
+
 def _sidebar(data_dir: str | None) -> pn.pane.Markdown:
     try:
         device = str(get_device())
@@ -131,6 +145,7 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
 
     served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
     if served:
+        serve_resources_locally()  # before the page is rendered: it is, once this session exists
         # send the page at once and build the open view once the browser is connected (a link may
         # open any tab: ?tab=2); tabs opened before that show a placeholder until then
         start_warmup()
