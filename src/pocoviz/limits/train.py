@@ -25,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import CentredModel, LimitsConfig, param_groups
+from pocoviz.backend import get_device
+
+from .model import CentredModel, LimitsConfig, LimitsTransformer, param_groups
 
 TEACHER_C = 2.0
 TEACHER_SEED = 1234
@@ -84,6 +86,37 @@ def head_variance(A: torch.Tensor) -> float:
     return float(A.var(dim=2, unbiased=False).mean())
 
 
+def init_statistics(device: Any = None, *, n_heads: int = 256, n_samples: int = 24) -> dict[str, dict[tuple[float, int], np.ndarray]]:
+    """Statistics of freshly initialised models (forward passes only), computed on ``device``
+    (default: the backend's, :func:`pocoviz.backend.get_device`) and returned as NumPy arrays.
+
+    Returns ``{"hist": {(alpha_A, N): (4 * n_heads,) logits A_h at one token pair (s, s') = (0, 1)
+    of 4 teacher-task samples, N in (1, 16), one block}, "kernels": {(alpha_L, L): (n_samples,
+    n_samples) cosine kernel of the final features, L in (2, 32), N = 8, H = 4}}``.
+
+    Examples
+    --------
+    >>> stats = init_statistics("cpu", n_heads=8, n_samples=5)
+    >>> stats["hist"][(1.0, 16)].shape, stats["kernels"][(0.5, 32)].shape
+    ((32,), (5, 5))
+    """
+    dev = get_device(device)
+    x = teacher_task(int(n_samples))[0].to(dev)
+    hist, kernels = {}, {}
+    with torch.no_grad():
+        for a in (1.0, 0.5):
+            for N in (1, 16):
+                model = LimitsTransformer(LimitsConfig(N=N, H=int(n_heads), L=1, alpha_A=a), seed=0).to(dev)
+                _, A = model(x[:4], return_attention=True)
+                hist[(a, N)] = A[0, :, :, 0, 1].flatten().cpu().numpy()  # every head, 4 samples, one (s, s') pair
+        for a in (1.0, 0.5):
+            for L in (2, 32):
+                feats = LimitsTransformer(LimitsConfig(N=8, H=4, L=L, alpha_L=a), seed=0).to(dev).features(x)
+                f = feats / feats.norm(dim=1, keepdim=True)
+                kernels[(a, L)] = (f @ f.T).cpu().numpy()
+    return {"hist": hist, "kernels": kernels}
+
+
 @dataclass
 class RunResult:
     config: dict[str, Any]
@@ -113,16 +146,19 @@ def train_run(
     seed: int = 0,
     data_seed: int = 0,
     record_every: int = 5,
-    device: Any = "cpu",
+    device: Any = None,
     progress: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult | None:
     """Train one model with SGD (per-tensor learning rates) for ``steps`` steps of ``batch``
     samples; ``seed`` fixes the initialisation and ``data_seed`` the batch order (the data set is
     fixed), so runs that differ only in ``seed`` differ only in their initial weights.
-    ``progress(step, loss)`` is called at every record; a stopped run returns ``None``."""
+    ``progress(step, loss)`` is called at every record; a stopped run returns ``None``.
+    ``device``: default the backend's (:func:`pocoviz.backend.get_device`); the shipped sweeps
+    pass ``"cpu"`` (bit-reproducible there). The initial weights and the batch order come from CPU
+    generators, the same on every device; the loss reaches the host once per record."""
     t0 = time.perf_counter()
-    dev = torch.device(device)
+    dev = get_device(device)
     Xtr, ytr, Xp, yp = (t.to(dev) for t in task_data(task, cfg))
     model = CentredModel(cfg, seed).to(dev)
     opt = torch.optim.SGD(param_groups(model), lr=0.0)
@@ -130,7 +166,8 @@ def train_run(
     with torch.no_grad():
         _, A0 = model(Xp, return_attention=True)
     g = torch.Generator(device="cpu").manual_seed(10_000 + int(data_seed))
-    rec_steps, rec_loss, acc, count = [], [], 0.0, 0
+    rec_steps, rec_loss, count = [], [], 0
+    acc_t = torch.zeros((), dtype=torch.float64, device=dev)  # float64 sum of float32 losses, as Python's
     for step in range(1, int(steps) + 1):
         idx = torch.randint(0, len(Xtr), (int(batch),), generator=g).to(dev)
         loss = _loss(task, model(Xtr[idx]), ytr[idx])
@@ -140,14 +177,16 @@ def train_run(
         if step == 1:
             with torch.no_grad():
                 dWK_first = ((model.net.K - K0).flatten(1).norm(dim=1) / K0.flatten(1).norm(dim=1)).cpu().numpy()
-        acc += float(loss.detach())
+        acc_t += loss.detach()
         count += 1
         if step % record_every == 0 or step == steps:
+            acc = float(acc_t)
             rec_steps.append(step)
             rec_loss.append(acc / count)
             if not math.isfinite(acc):
                 break  # diverged: the curve ends here
-            acc, count = 0.0, 0
+            acc_t.zero_()
+            count = 0
             if progress is not None:
                 progress(step, rec_loss[-1])
             if should_stop is not None and should_stop():

@@ -49,6 +49,15 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
+def _device_name() -> str:
+    from pocoviz.backend import BackendError, get_device
+
+    try:
+        return str(get_device())
+    except BackendError:
+        return "no usable device (see POCOVIZ_DEVICE)"
+
+
 class LimitsView(TabView):
     """The Transformer limits tab (see module docstring)."""
 
@@ -96,7 +105,10 @@ class LimitsView(TabView):
         self._draw_sweeps()
 
     def _work(self, what: set[str]) -> None:
+        from pocoviz.backend import configure_threads
+
         try:
+            configure_threads()  # one torch thread on small machines: the other core stays with the web server
             if "forward" in what:
                 self._forward_views()
             if "live" in what:
@@ -105,25 +117,12 @@ class LimitsView(TabView):
             self._on_loop(lambda exc=exc: setattr(self, "status", f"failed: {exc}"))
 
     def _forward_views(self) -> None:
-        """Initialisation-only statistics (forward passes: a second or two)."""
-        import torch
+        """Initialisation-only statistics (forward passes on the backend's device: a second or two)."""
+        from pocoviz.backend import get_device
+        from pocoviz.limits import init_statistics
 
-        from pocoviz.limits import LimitsConfig, LimitsTransformer, teacher_task
-
-        x, _ = teacher_task(24)
-        hist = {}
-        with torch.no_grad():
-            for a in (1.0, 0.5):
-                for N in (1, 16):
-                    _, A = LimitsTransformer(LimitsConfig(N=N, H=256, L=1, alpha_A=a), seed=0)(x[:4], return_attention=True)
-                    hist[(a, N)] = A[0, :, :, 0, 1].flatten().numpy()  # every head, 4 samples, one (s, s') pair
-            kernels = {}
-            for a in (1.0, 0.5):
-                for L in (2, 32):
-                    feats = LimitsTransformer(LimitsConfig(N=8, H=4, L=L, alpha_L=a), seed=0).features(x)
-                    f = feats / feats.norm(dim=1, keepdim=True)
-                    kernels[(a, L)] = (f @ f.T).numpy()
-        self._on_loop(lambda: self._draw_forward(hist, kernels))
+        stats = init_statistics(get_device())  # NumPy arrays, for the plots
+        self._on_loop(lambda: self._draw_forward(stats["hist"], stats["kernels"]))
 
     # ------------------------------------------------------------------ live run
     def start_live(self) -> None:
@@ -138,22 +137,24 @@ class LimitsView(TabView):
     def _live_run(self) -> None:
         import time
 
+        from pocoviz.backend import get_device
         from pocoviz.limits import LimitsConfig, train_run
 
         gen = self._live_gen
+        device = get_device()
         cfg = LimitsConfig(
             N=int(self.live_N), H=int(self.live_H), L=int(self.live_L), alpha_A=float(self.live_alpha_A), alpha_L=float(self.live_alpha_L),
             eta0=float(self.live_eta0),
         )  # fmt: skip
         t0 = time.perf_counter()
-        self._on_loop(lambda: setattr(self, "status", f"training N={cfg.N}, H={cfg.H}, L={cfg.L} …"))
+        self._on_loop(lambda: setattr(self, "status", f"training N={cfg.N}, H={cfg.H}, L={cfg.L} on {device} …"))
 
         def progress(step: int, loss: float) -> None:
             self.live["steps"].append(step)
             self.live["loss"].append(loss)
             self._on_loop(lambda step=step, loss=loss: self._live_source.stream({"step": [step], "loss": [loss]}))
 
-        r = train_run(cfg, steps=int(self.live_steps), seed=0, progress=progress, should_stop=lambda: gen != self._live_gen, device="cpu")
+        r = train_run(cfg, steps=int(self.live_steps), seed=0, progress=progress, should_stop=lambda: gen != self._live_gen, device=device)
         dt = time.perf_counter() - t0
         if r is None:
             self._on_loop(lambda: setattr(self, "status", "stopped"))
@@ -308,7 +309,7 @@ class LimitsView(TabView):
     # ------------------------------------------------------------------ layout
     def _build_layout(self) -> pn.viewable.Viewable:
         controls = pn.Column(
-            pn.pane.Markdown("**Live run** (teacher task, SGD, CPU)", margin=(5, 10, 0, 10)),
+            pn.pane.Markdown(f"**Live run** (teacher task, SGD, {html.escape(_device_name())})", margin=(5, 10, 0, 10)),
             self._widget("live_N", pn.widgets.IntInput, "N (key/query dimension)"),
             self._widget("live_H", pn.widgets.IntInput, "H (heads)"),
             self._widget("live_L", pn.widgets.IntInput, "L (blocks)"),
