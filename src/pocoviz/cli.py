@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON-lines file the runs are appended to")
     p.add_argument("--shared-data", default=None, help="folder of the real recordings (default ../shared/data)")
     p.add_argument("--folds", default=None, help="loo: held-out worm uids, comma-separated (default: every worm)")
-    p.add_argument("--models", default=None, help="worms/tectum: model kinds, comma-separated")
+    p.add_argument("--models", default=None, help="worms/tectum: model kinds, comma-separated (POCO:mlp, POCO:none set the warm start)")
     p.add_argument("--init", default="labels", choices=["labels", "random"], help="loo: the adapted units' starting embeddings")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="summary as JSON")

@@ -46,7 +46,7 @@ FLAVELL_DIR = "celegans_flavell_dag2023"
 TECTUM_FILE = Path("zebrafish_tectum_triplett2018") / "zf_20151104-f1.mat"
 #: the tectum has 4245 frames (about 2,300 training windows): the ``default`` recipe, cut to a CPU budget
 TECTUM_CONFIG = {"steps": 1500, "eval_every": 50, "patience": 6}
-CROSS_CONFIG = {"steps": 1500, "eval_every": 50, "patience": 6, "max_units": 64}
+CROSS_CONFIG = {"steps": 800, "eval_every": 50, "patience": 4, "max_units": 64}
 
 
 def worm_files(shared_data: str | os.PathLike) -> list[Path]:
@@ -82,10 +82,16 @@ def _record(protocol: str, model: str, seed: int, test: dict[str, Any], *, varia
 
 
 def _train_kind(kind: str, corpus: ForecastCorpus, recipe_name: str, seed: int, device, overrides: dict[str, Any] | None = None):
+    """Train ``kind`` under the recipe; ``"POCO:mlp"`` / ``"POCO:none"`` choose POCO's warm start."""
+    kind, _, warm = kind.partition(":")
     cfg = recipe(recipe_name, seed=seed, progress=False, **(overrides or {}))
     kw = model_overrides(recipe_name, kind)
-    model, run = fit(kind, corpus, cfg, warm_start=warm_start_for(recipe_name, kind), device=device, **kw)
+    model, run = fit(kind, corpus, cfg, warm_start=warm or warm_start_for(recipe_name, kind), device=device, **kw)
     return model, run, cfg, kw
+
+
+def _variant(recipe_name: str, run) -> str:
+    return recipe_name + ("+warm-start" if "warm_start" in run.info else "")
 
 
 def run_worms(emit: Callable[[dict], None], shared_data, seeds: Sequence[int], kinds: Sequence[str] = WORM_KINDS, device=None) -> None:
@@ -94,7 +100,7 @@ def run_worms(emit: Callable[[dict], None], shared_data, seeds: Sequence[int], k
     for seed in seeds:
         for kind in kinds:
             model, run, cfg, kw = _train_kind(kind, corpus, rname, seed, device)
-            emit(_record("worms", kind, seed, _report(model, corpus, device), variant=rname, run=run,
+            emit(_record("worms", kind.split(":")[0], seed, _report(model, corpus, device), variant=_variant(rname, run), run=run,
                          sessions=corpus.names, train_config=cfg.to_json(), model_config=kw))  # fmt: skip
 
 
@@ -137,7 +143,8 @@ def run_tectum(emit: Callable[[dict], None], shared_data, seeds: Sequence[int], 
     for seed in seeds:
         for kind in kinds:
             model, run, cfg, kw = _train_kind(kind, corpus, rname, seed, device, TECTUM_CONFIG)
-            emit(_record("tectum", kind, seed, _report(model, corpus, device), variant=rname, run=run, train_config=cfg.to_json(), model_config=kw))
+            emit(_record("tectum", kind.split(":")[0], seed, _report(model, corpus, device), variant=_variant(rname, run), run=run,
+                         train_config=cfg.to_json(), model_config=kw))  # fmt: skip
 
 
 def run_cross(emit: Callable[[dict], None], shared_data, seeds: Sequence[int], device=None) -> None:
@@ -149,7 +156,8 @@ def run_cross(emit: Callable[[dict], None], shared_data, seeds: Sequence[int], d
     for seed in seeds:
         model, run, cfg, kw = _train_kind("POCO", corpus, "default", seed, device, CROSS_CONFIG)
         emit(_record("cross", "POCO", seed, _report(model, corpus, device), variant="all-datasets", run=run, train_config=cfg.to_json()))
-        for dataset in corpus.datasets:
+        real = [d for d in corpus.datasets if d in ("C_elegans", "zebrafish_tectum")]
+        for dataset in real + [d for d in corpus.datasets if d not in real]:  # the real recordings first
             sub = corpus.subset([s.name for s in corpus.sessions if s.dataset == dataset])
             rname = auto_recipe(sub)
             over = dict(CROSS_CONFIG) if rname == "default" else {"max_units": CROSS_CONFIG["max_units"]}
