@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipe", default="auto", choices=["auto", "default", "demo", "short"],
         help="default: POCO's settings; short: early stopping and frozen unit embeddings for recordings of a few hundred "
-        "frames; auto (the default): short when sessions average under 600 training windows",
+        "frames; auto (the default): short when sessions average under 800 training windows (recordings up to ~1400 frames)",
     )
     p.add_argument("--config", default=None, help="model settings as JSON, e.g. '{\"unit_dropout\": 0.2}'")
     p.add_argument("--state", default=None, help="resumable training state file")

@@ -79,3 +79,15 @@ def test_protocol_arguments_are_checked(argv, match, capsys):
 def test_a_missing_worm_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["protocols", "worms", "--out", str(tmp_path / "w.jsonl"), "--shared-data", str(tmp_path)]) != 0
     assert "no Flavell-lab worm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("n_time", "expected"), [(800, "short"), (1137, "short"), (1400, "short"), (1500, "default"), (2000, "default")])
+def test_auto_recipe_treats_recordings_up_to_1400_frames_as_short(n_time, expected):
+    """The lab's worms come with 800 or 1137 traced frames: both get the short recipe (early stopping,
+    frozen unit embeddings, POCO warm-started from the MLP); the demo-sized sessions do not."""
+    from pocoviz.forecast import ForecastCorpus
+    from pocoviz.recordings.schema import make_recording
+
+    rec = make_recording(np.zeros((n_time, 3), np.float32), sampling_rate_hz=1.0, species="C. elegans", session="w")
+    assert recipes.auto_recipe(ForecastCorpus([rec])) == expected
+    assert recipes.warm_start_for(expected, "POCO") == ("mlp" if expected == "short" else "none")

@@ -52,9 +52,10 @@ SHORT_RECORDING_MODELS: dict[str, dict[str, Any]] = {
 #: per-kind warm starts for short recordings (see train.fit)
 SHORT_RECORDING_WARM_START: dict[str, str] = {"POCO": "mlp"}
 RECIPES = {"default": TrainConfig(), "demo": DEMO_RECIPE, "short": SHORT_RECORDING}
-#: ``auto`` picks ``short`` below this many training windows per session (an 800-frame recording
-#: has 417; the demo sessions have 840-1070)
-SHORT_BELOW_WINDOWS = 600
+#: ``auto`` picks ``short`` below this many training windows per session: an 800-frame recording
+#: has 417, the lab's 1137-frame worms 619 (one patch of 1137 frames), 1400 frames 777; the demo
+#: sessions have 840-1070 and keep the default recipe
+SHORT_BELOW_WINDOWS = 800
 
 
 def auto_recipe(corpus: ForecastCorpus) -> str:
