@@ -58,8 +58,14 @@ def test_leave_one_out_writes_every_comparison_per_fold(shared, tmp_path, capsys
     text = capsys.readouterr().out
     assert "adapted:embedding:labels" in text and "scratch-4" in text
     rows = protocols.summarise([out, out])
-    assert {r["n"] for r in rows} == {2} and all(r["sd"] == 0.0 for r in rows)
-    assert rows[0]["mean"] == pytest.approx(np.mean([r["test_score"] for r in runs if (r["model"], r["variant"]) == (rows[0]["model"], rows[0]["variant"])]))
+    per_fold = [r for r in rows if r["fold"] == "C_elegans/w2"]
+    assert len(per_fold) == 4 and {r["n"] for r in per_fold} == {2} and all(r["sd"] == 0.0 for r in per_fold)
+    by_key = {(r["model"], r["variant"]): r["test_score"] for r in runs}
+    for r in per_fold:
+        assert r["mean"] == pytest.approx(by_key[(r["model"], r["variant"])])
+    # one fold only: the mean over folds is that fold's score (one entry per seed)
+    means = {(r["model"], r["variant"]): r for r in rows if r["fold"] == "(mean over folds)"}
+    assert set(means) == set(by_key) and all(m["n"] == 1 and m["mean"] == pytest.approx(by_key[k]) for k, m in means.items())
 
 
 @pytest.mark.parametrize(
@@ -91,3 +97,18 @@ def test_auto_recipe_treats_recordings_up_to_1400_frames_as_short(n_time, expect
     rec = make_recording(np.zeros((n_time, 3), np.float32), sampling_rate_hz=1.0, species="C. elegans", session="w")
     assert recipes.auto_recipe(ForecastCorpus([rec])) == expected
     assert recipes.warm_start_for(expected, "POCO") == ("mlp" if expected == "short" else "none")
+
+
+def test_summary_averages_folds_per_seed_over_seeds_that_ran_every_fold(tmp_path):
+    lines = [
+        {"protocol": "loo", "model": "POCO", "variant": "adapted", "fold": f, "seed": seed, "test_score": v, "test": {"mae": 1.0}}
+        for f, seed, v in [("a", 0, 0.2), ("b", 0, 0.4), ("a", 1, 0.1), ("b", 1, 0.3), ("a", 2, 0.9)]  # seed 2 lacks fold b
+    ]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rows = {(r["fold"]): r for r in protocols.summarise([path])}
+    assert rows["a"]["n"] == 3 and rows["a"]["mean"] == pytest.approx(0.4)
+    mean = rows["(mean over folds)"]
+    assert mean["n"] == 2 and mean["seeds"] == [0, 1]
+    assert mean["mean"] == pytest.approx(0.25) and mean["sd"] == pytest.approx(np.std([0.3, 0.2], ddof=1))
+    assert "(mean over folds)" in protocols.format_summary(list(rows.values()))

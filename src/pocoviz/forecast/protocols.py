@@ -46,7 +46,7 @@ FLAVELL_DIR = "celegans_flavell_dag2023"
 TECTUM_FILE = Path("zebrafish_tectum_triplett2018") / "zf_20151104-f1.mat"
 #: the tectum has 4245 frames (about 2,300 training windows): the ``default`` recipe, cut to a CPU budget
 TECTUM_CONFIG = {"steps": 1500, "eval_every": 50, "patience": 6}
-CROSS_CONFIG = {"steps": 800, "eval_every": 50, "patience": 4, "max_units": 64}
+CROSS_CONFIG = {"steps": 400, "eval_every": 50, "patience": 4, "max_units": 64}
 
 
 def worm_files(shared_data: str | os.PathLike) -> list[Path]:
@@ -200,6 +200,24 @@ def summarise(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             if line.strip():
                 r = json.loads(line)
                 groups.setdefault((r["protocol"], r["model"], r.get("variant", ""), r.get("fold", "")), []).append(r)
+    # leave-one-out: also the mean over the folds of each seed (only seeds that ran every fold)
+    folds: dict[tuple[str, str, str], dict[int, dict[str, dict]]] = {}
+    for (proto, model, variant, fold), runs in groups.items():
+        if fold:
+            for r in runs:
+                folds.setdefault((proto, model, variant), {}).setdefault(r["seed"], {})[fold] = r
+    all_folds = {k[0]: set() for k in folds}
+    for (proto, _, _), by_seed in folds.items():
+        for per_fold in by_seed.values():
+            all_folds[proto] |= set(per_fold)
+    for (proto, model, variant), by_seed in folds.items():
+        complete = [per_fold for per_fold in by_seed.values() if set(per_fold) == all_folds[proto]]
+        if complete:
+            groups[(proto, model, variant, "(mean over folds)")] = [
+                {"seed": next(iter(f.values()))["seed"], "test_score": float(np.mean([r["test_score"] for r in f.values()])),
+                 "test": {"mae": float(np.mean([r["test"]["mae"] for r in f.values()]))} if all("mae" in r["test"] for r in f.values()) else {}}
+                for f in complete
+            ]  # fmt: skip
     rows = []
     for (proto, model, variant, fold), runs in sorted(groups.items()):
         scores = np.array([r["test_score"] for r in runs], dtype=float)
