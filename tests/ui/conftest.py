@@ -31,7 +31,7 @@ SCREENSHOTS = Path(os.environ.get("POCOVIZ_SCREENSHOT_DIR", ROOT / "tests" / "ui
 
 @pytest.fixture(scope="session")
 def ui_data_dir(tmp_path_factory) -> Path:
-    """A data directory with one good recording and one malformed file."""
+    """A data directory with a good recording, one without unit positions, and a malformed file."""
     import numpy as np
 
     from pocoviz.recordings import make_recording, save_recording
@@ -44,6 +44,8 @@ def ui_data_dir(tmp_path_factory) -> Path:
         region=["alpha"] * 20 + ["beta"] * 20, x=rng.uniform(0, 100, 40), y=rng.uniform(0, 100, 40),
     )
     save_recording(ds, folder / "good.nc")
+    nopos = make_recording(act[:, :10], sampling_rate_hz=2.0, species="testfish", session="nopos", units="dF/F")
+    save_recording(nopos, folder / "nopos.nc")  # a recording without unit positions
     (folder / "broken.nc").write_text("this is not a netCDF file\n")
     write_test_checkpoints(folder / "models")
     return folder

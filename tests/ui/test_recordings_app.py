@@ -104,7 +104,7 @@ def test_data_dir_file_errors_are_shown_and_the_app_recovers(app_url, page):
     open_app(page, app_url)
     source = page.locator(".pocoviz-source select")
     options = source.locator("option").all_inner_texts()
-    assert options == ["Demo corpus (synthetic)", "broken.nc", "good.nc"], options
+    assert options == ["Demo corpus (synthetic)", "broken.nc", "good.nc", "nopos.nc"], options
     source.select_option(label="broken.nc")
     alert = page.locator(".alert-danger")
     expect(alert).to_be_visible(timeout=20_000)
@@ -115,4 +115,30 @@ def test_data_dir_file_errors_are_shown_and_the_app_recovers(app_url, page):
     wait_for_title(page, "testfish/good: 40 units × 400 frames")
     expect(page.locator(".pocoviz-meta")).to_contain_text("testfish")
     expect(page.locator(".pocoviz-session select")).to_have_value("testfish/good")
+    assert page.external_requests == []
+
+
+#: point counts of the map's sources that the page's roots still reference (a replaced plot's
+#: source can linger in ``doc.all_models`` without being drawn)
+MAP_SIZES_JS = """(keys) => { const out = [];
+  for (const doc of Bokeh.documents) for (const root of doc.roots()) for (const m of root.references())
+    if (m.constructor.__name__ === 'ColumnDataSource' && Object.keys(m.data).sort().join(',') === keys)
+      out.push(m.data.pos_a.length);
+  return out; }"""
+
+
+def test_the_position_map_never_shows_another_recordings_units(app_url, page, screenshot_dir):
+    """fish0 (1500 positioned units), then a recording without positions, then good.nc (40): the
+    map must show good.nc's 40 units, never fish0's 1500 again."""
+    open_app(page, app_url)
+    page.wait_for_function(f"(keys) => ({MAP_SIZES_JS})(keys).includes(1500)", arg=MAP_KEYS, timeout=60_000)
+    source = page.locator(".pocoviz-source select")
+    source.select_option(label="nopos.nc")
+    wait_for_title(page, "testfish/nopos: 10 units")
+    source.select_option(label="good.nc")
+    wait_for_title(page, "testfish/good: 40 units × 400 frames")
+    page.wait_for_timeout(5_000)  # a late update from the old recording would land here
+    sizes = page.evaluate(MAP_SIZES_JS, MAP_KEYS)
+    page.screenshot(path=str(screenshot_dir / "recordings_map_after_switch.png"), full_page=True)
+    assert 1500 not in sizes and 40 in sizes, sizes
     assert page.external_requests == []

@@ -166,3 +166,19 @@ def test_a_duplicated_label_selects_every_unit_carrying_it(tmp_path):
     assert "duplicate_labels" in view._meta_pane.object and "URADL" in view._meta_pane.object
     view.labels = ["AVAL"]
     assert "duplicated" not in view._selection_info.object
+
+
+def test_the_position_map_never_holds_another_recordings_units(shared_data):
+    """The demo's fish0 (1500 positioned units), then a worm without positions, then the tectum
+    (114 positioned units): while the worm is shown the map's stream is empty, and the tectum's
+    map is filled before it is shown again (before, the worm left fish0's 1500 points in the
+    stream, and the map came back drawing them)."""
+    view = RecordingsView(data_dir=str(shared_data))
+    assert len(view._map_pipe.data["points"]["pos_a"]) == 1500
+    worm = next(s for s in view.param.source.objects if str(s).endswith("-data.h5"))
+    tectum = next(s for s in view.param.source.objects if str(s).endswith(".mat"))
+    view.source = worm
+    assert view._map_pane.object is not view._map_dmap and view._map_pipe.data is None
+    view.source = tectum
+    assert view._map_pane.object is view._map_dmap
+    assert len(view._map_pipe.data["points"]["pos_a"]) == view._prepared.ds.sizes["unit"] == 114

@@ -389,9 +389,7 @@ class RecordingsView(TabView):
         self._traces_pane.object = traces.apply.opts(
             yticks=self.param._trace_ticks, title=self.param._traces_title, xlabel=self.param._time_label
         )
-        points = hv.DynamicMap(self._map, streams=[self._map_pipe])
-        self._map_dmap = points.apply.opts(title=self.param._map_title)
-        self._map_pane.object = self._map_dmap
+        self._map_pane.object = self._new_map_dmap()
 
     _cmap = param.String(default="RdBu_r", precedence=-1)
     _clim = param.Tuple(default=(-3.0, 3.0), precedence=-1)
@@ -496,6 +494,7 @@ class RecordingsView(TabView):
             self._map_pane.object = hv.Text(0.5, 0.5, "this recording has no unit positions").opts(
                 width=460, height=420, xaxis=None, yaxis=None, toolbar=None, title="unit positions"
             )
+            self._clear_map()
             return
         pa, pb = np.asarray(ds[a].values, dtype=float), np.asarray(ds[b].values, dtype=float)
         unit_label = str(ds[a].attrs.get("units", "um")).replace("um", "µm")
@@ -510,9 +509,8 @@ class RecordingsView(TabView):
                 marker="circle", size=12, fill_alpha=0, line_color="black", line_width=2
             )
             self._map_pane.object = (shaded * sel).opts(hv.opts.Overlay(width=460, height=420, title=title))
+            self._clear_map()
             return
-        if self._map_pane.object is not self._map_dmap:
-            self._map_pane.object = self._map_dmap
         self._map_title = title
         self._map_pipe.send(
             {
@@ -529,6 +527,21 @@ class RecordingsView(TabView):
                 },
             }
         )
+        # A map that was swapped out (no positions, or Datashader) comes back as a new DynamicMap,
+        # built from the pipe that now holds this recording: re-showing the old one made the
+        # browser redraw its last plot, another recording's units, and ignore the new data.
+        if self._map_pane.object is not self._map_dmap:
+            self._map_pane.object = self._new_map_dmap()
+
+    def _new_map_dmap(self) -> hv.DynamicMap:
+        self._map_dmap = hv.DynamicMap(self._map, streams=[self._map_pipe]).apply.opts(title=self.param._map_title)
+        return self._map_dmap
+
+    def _clear_map(self) -> None:
+        """Empty the position map's stream while it is not shown (no positions, or Datashader),
+        so that it holds no other recording's units when it is shown again."""
+        if self._map_pipe.data is not None:
+            self._map_pipe.send(None)
 
     def _metadata_html(self, prep: PreparedSession) -> str:
         info = summarize(prep.ds)
