@@ -201,6 +201,20 @@ def test_info_prints_every_session(capsys):
     assert "optic tectum (302)" in out and "V1 (257)" in out and "(none) (35)" in out
 
 
+def test_info_takes_demo_as_train_and_evaluate_do(capsys):
+    assert main(["info", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("demo: 9 session(s)") and "  zebrafish/fish0: 1500 units × 1500 frames @ 2 Hz (750 s" in out
+
+
+def test_info_does_not_print_a_placeholder_rate_as_a_rate(tmp_path, capsys):
+    """A NumPy file has no frame rate: the reader puts 1 Hz as a placeholder and time = frame index."""
+    np.save(tmp_path / "norate.npy", np.zeros((50, 3), np.float32))
+    assert main(["info", str(tmp_path / "norate.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "50 frames (frame rate unknown: time is the frame index" in out and "Hz" not in out
+
+
 def test_info_json(capsys):
     assert main(["info", "--json", str(SHIPPED)]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -75,20 +75,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Summarise a recording or corpus."""
     from pocoviz.recordings import RecordingError, corpus_sessions, open_corpus, summarize
 
+    from pocoviz.assets import demo_corpus_path
+
     try:
-        tree = open_corpus(args.path)
+        tree = open_corpus(demo_corpus_path() if args.path == "demo" else args.path)  # 'demo', as train/evaluate take it
     except RecordingError as exc:
         return _err(str(exc))
-    sessions = {name: summarize(ds) for name, ds in corpus_sessions(tree).items()}
+    datasets = corpus_sessions(tree)
+    sessions = {name: summarize(ds) for name, ds in datasets.items()}
     if args.json:
         print(json.dumps({"path": str(args.path), "sessions": sessions}, indent=2, default=str))
         return 0
     print(f"{args.path}: {len(sessions)} session(s)")
     for name, s in sessions.items():
         regions = ", ".join(f"{k} ({v})" for k, v in list(s["regions"].items())[:12])
+        if datasets[name].attrs.get("time_is_frame_index"):  # the 1 Hz is a placeholder: do not print it as a rate
+            clock = f"(frame rate unknown: time is the frame index, set it with pocoviz import --sampling-rate; {s['activity_units']})"
+        else:
+            clock = f"@ {s['sampling_rate_hz']:.3g} Hz ({s['duration_s']:.0f} s, {s['activity_units']})"
         print(
-            f"  {name}: {s['n_unit']} units × {s['n_time']} frames @ {s['sampling_rate_hz']:.3g} Hz "
-            f"({s['duration_s']:.0f} s, {s['activity_units']}), {s['n_labelled']} labelled, "
+            f"  {name}: {s['n_unit']} units × {s['n_time']} frames {clock}, {s['n_labelled']} labelled, "
             f"positions: {','.join(s['has_positions']) or 'none'}"
         )
         print(f"    regions: {regions}")
@@ -173,6 +179,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_search() -> list[Path]:
+    """Where the CLI looks for a bare checkpoint name: the shipped models, ``POCOVIZ_MODELS``, then
+    the working directory, so that ``pocoviz evaluate NAME`` finds what ``train --out NAME`` wrote.
+    (The app does not look in its working directory: it opens only the data directory.)"""
+    from pocoviz.forecast.checkpoint import default_search
+
+    return [*default_search(), Path.cwd()]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint on recordings it was trained on (or fine-tuned to)."""
     from pocoviz.backend import configure_threads, get_device
@@ -181,7 +196,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     configure_threads()
     try:
         device = get_device(args.device)
-        model = load_model(args.model, device=device)
+        model = load_model(args.model, device=device, search=_model_search())
         corpus = _load_data(args, {"train": 1, "val": args.stride, "test": args.stride})
         rep = evaluate(model, corpus, args.split, device=device)
     except _forecast_errors() as exc:
@@ -198,7 +213,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     configure_threads()
     try:
         device = get_device(args.device)
-        model = load_model(args.model, device=device)
+        model = load_model(args.model, device=device, search=_model_search())
         corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
         cfg = _train_config(args, "default", steps=args.steps, eval_every=args.eval_every)
         adapted, res = finetune(model, corpus, args.mode, cfg, device=device, init=args.init)
@@ -222,20 +237,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser, *, steps_default: int | None = None, eval_default: int | None = None) -> None:
-    p.add_argument("--steps", type=int, default=steps_default)
+    p.add_argument("--steps", type=int, default=steps_default, help="optimiser steps (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per dataset per step (64)")
-    p.add_argument("--eval-every", type=int, default=eval_default)
+    p.add_argument("--eval-every", type=int, default=eval_default, help="validate every this many steps (the best state is kept)")
     p.add_argument("--patience", type=int, default=None, help="stop after this many evaluations without improvement")
     p.add_argument("--max-units", type=int, default=None, help="random units kept per training window")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (3e-4)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (1e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
     p.add_argument("--val-stride", type=int, default=1, help="stride of validation windows (larger is cheaper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
     p.add_argument("--data-dir", default=None, help="refuse data paths outside this folder")
     p.add_argument("--dataset", default=None, help="dataset name for the given recordings (default: their species)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
@@ -391,24 +406,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the app")
     p.add_argument("--data-dir", default=os.environ.get("POCOVIZ_DATA_DIR"), help="folder of recordings to offer")
-    p.add_argument("--port", type=int, default=5006)
-    p.add_argument("--address", default="127.0.0.1")
-    p.add_argument("--num-threads", type=int, default=2)
+    p.add_argument("--port", type=int, default=5006, help="port to serve on (5006)")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--num-threads", type=int, default=2, help="Panel's worker threads for background work (2)")
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("import", help="convert a recording to pocoviz netCDF")
-    p.add_argument("src")
-    p.add_argument("dest")
+    p.add_argument("src", help="a recording in any supported format (NWB, Flavell HDF5, MATLAB, NumPy, suite2p, netCDF, Zarr)")
+    p.add_argument("dest", help="the netCDF file to write")
     p.add_argument("--sampling-rate", type=float, default=None, help="frames per second, when the file lacks it")
-    p.add_argument("--species", default=None)
-    p.add_argument("--session", default=None)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--species", default=None, help="species, when the file does not say")
+    p.add_argument("--session", default=None, help="session name (default: from the file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("info", help="summarise a recording or corpus")
-    p.add_argument("path")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("path", help="a recording, a corpus, a folder of recordings, or 'demo'")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a forecaster (POCO or a baseline) and save a checkpoint")
@@ -430,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("protocols", help="long benchmark protocols on the real recordings; JSON lines (not a test)")
-    p.add_argument("protocol", choices=["worms", "loo", "tectum", "cross", "summary"])
+    p.add_argument("protocol", choices=["worms", "loo", "tectum", "cross", "summary"], help="which protocol to run, or summary of runs")
     p.add_argument("files", nargs="*", help="summary: the JSON-lines files to summarise")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (0,1,2)")
     p.add_argument("--out", default=None, help="JSON-lines file the runs are appended to")
@@ -438,26 +453,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", default=None, help="loo: held-out worm uids, comma-separated (default: every worm)")
     p.add_argument("--models", default=None, help="worms/tectum: model kinds, comma-separated (POCO:mlp, POCO:none set the warm start)")
     p.add_argument("--init", default="labels", choices=["labels", "random"], help="loo: the adapted units' starting embeddings")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
     p.add_argument("--json", action="store_true", help="summary as JSON")
     p.set_defaults(func=cmd_protocols)
 
     p = sub.add_parser("evaluate", help="score a checkpoint: per-session scores, mean score, per-step MSE")
-    p.add_argument("model", help="a shipped model name or a checkpoint path")
+    p.add_argument("model", help="a shipped model name, a checkpoint in the working directory, or a path")
     p.add_argument("data", nargs="+", help="recording files, folders, corpora, or 'demo'")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split's windows to score (test)")
     p.add_argument("--stride", type=int, default=1, help="stride of evaluation windows")
-    p.add_argument("--device", default=None)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
+    p.add_argument("--data-dir", default=None, help="refuse data paths outside this folder")
+    p.add_argument("--dataset", default=None, help="dataset name for the given recordings (as in training)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("finetune", help="adapt a checkpoint to new recordings")
-    p.add_argument("model")
-    p.add_argument("data", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--mode", default="embedding", choices=["embedding", "embedding+mlp", "full"])
+    p.add_argument("model", help="a shipped model name, a checkpoint in the working directory, or a path")
+    p.add_argument("data", nargs="+", help="the new recordings (files, folders, corpora)")
+    p.add_argument("--out", required=True, help="checkpoint path stem of the adapted model")
+    p.add_argument(
+        "--mode", default="embedding", choices=["embedding", "embedding+mlp", "full"],
+        help="what is trained: the new units' embeddings (spec), plus the forecasting head, or everything",
+    )  # fmt: skip
     p.add_argument(
         "--init", default="random", choices=["random", "labels"],
         help="new units' embeddings: fresh (spec), or from units of the same label (identified neurons) the model knows",
@@ -473,8 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-assets", help="write the shipped demo assets (corpus, then pretrained models)")
-    p.add_argument("--out", default="assets")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="assets", help="assets folder to write (assets)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus and the models")
     p.add_argument("--corpus-only", action="store_true", help="only the demo corpus (seconds)")
     p.add_argument("--models-only", action="store_true", help="only retrain the models on the existing corpus")
     p.add_argument("--layouts-only", action="store_true", help="only recompute the UMAP layouts of the shipped models")
@@ -483,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only rerun the transformer-limits sweeps (all, or a comma-separated subset of N, lr, H, L; ~10 min CPU)",
     )  # fmt: skip
     p.add_argument("--models", default=None, help="comma-separated subset of poco_demo, mlp_demo, nlinear_demo")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
     p.set_defaults(func=cmd_make_assets)
     return parser
 

@@ -109,3 +109,31 @@ def test_errors_name_the_problem(tmp_path, recordings, capsys):
     assert not (tmp_path / "x.json").exists()
     assert main(["train", "NoSuchKind", str(recordings[0]), "--out", str(tmp_path / "y"), "--steps", "1", "--quiet"]) == 2
     assert "unknown model kind" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_in_the_working_directory_is_found_by_name(tmp_path, recordings, capsys, monkeypatch):
+    """`pocoviz train --out NAME` then `pocoviz evaluate NAME` in the same folder (it used to look
+    only in the shipped models and POCOVIZ_MODELS)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--steps", "4", "--eval-every", "2", "--batch-size", "8", "--quiet", "--json"]
+    assert main(["train", "MLP", str(recordings[0]), "--out", "my_mlp", *args]) == 0
+    trained = _json_out(capsys)
+    assert main(["evaluate", "my_mlp", str(recordings[0]), "--json"]) == 0
+    assert _json_out(capsys)["score"] == pytest.approx(trained["score"], abs=1e-9)
+    assert main(["finetune", "my_mlp", str(recordings[1]), "--out", "my_mlp_b", *args]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "no_such_model", str(recordings[0])]) != 0
+    assert "no model named 'no_such_model'" in capsys.readouterr().err
+
+
+def test_every_cli_option_has_help():
+    import argparse
+
+    from pocoviz.cli import build_parser
+
+    missing = []
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {a.option_strings or a.dest}" for a in sub._actions if not a.help]
+    assert missing == []
