@@ -317,7 +317,9 @@ def train(
             step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{lv:.4f}", best=f"{result.best_val_mse:.4f}")
+                # named for what they are: this step's training MSE and the lowest validation MSE so far
+                summed = f" (sum over {len(batches)} datasets)" if len(batches) > 1 else ""
+                bar.set_postfix_str(f"train MSE{summed} {lv:.4f}, best validation MSE {result.best_val_mse:.4f} (step {result.best_step})")
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 go_on = record(step, running / max(n_running, 1))
                 running, n_running = 0.0, 0
