@@ -75,11 +75,12 @@ def test_forecasts_land_on_the_traces_and_follow_the_cursor(view):
     for i, run in enumerate(view._runs):
         xs, ys = lines(view, f"model-{i}")
         assert len(ys) == 8
-        assert {c for c, name in zip(data["color"], data["layer"]) if name == f"model-{i}"} == {MODEL_COLORS[i]}
+        assert {c for c, name in zip(data["color"], data["layer"]) if name == f"model-{i}"} == {run.color}
+        assert run.color in MODEL_COLORS
         want = run.forecast.forecast[300][:, u].astype(np.float32) + off
         np.testing.assert_allclose(ys[k][1:], want, atol=1e-4)
         assert ys[k][0] == pytest.approx(rec.activity[299, u] + off, abs=1e-4)  # joined to the last seen frame
-        assert view._model_renderers[i].glyph.line_color == MODEL_COLORS[i]  # its legend entry
+        assert view._model_renderers[i].glyph.line_color == run.color  # its legend entry
     # the models differ, and moving the cursor moves the forecasts
     assert not np.allclose(lines(view, "model-0")[1][k], lines(view, "model-1")[1][k])
     before = lines(view, "model-0")[1]
@@ -323,3 +324,32 @@ def test_a_duplicated_label_is_offered_once_and_selects_both_units(tmp_path):
         assert "URADL is carried by 2 units (#0, #3)" in v._selection_info.object
     finally:
         v.close()
+
+
+def test_a_model_keeps_its_colour_when_another_is_removed(view):
+    view.session = "worm/worm0"
+    view.models = ["poco_demo", "mlp_demo", "nlinear_demo"]
+    before = {r.key: r.color for r in view._runs}
+    assert len(set(before.values())) == 3
+    view.models = ["poco_demo", "nlinear_demo"]
+    assert {r.key: r.color for r in view._runs} == {k: before[k] for k in ("poco_demo", "nlinear_demo")}
+    view._refresh_legend()
+    assert [view._model_renderers[i].glyph.line_color for i in range(2)] == [before["poco_demo"], before["nlinear_demo"]]
+    view.models = ["poco_demo", "nlinear_demo", "mlp_demo"]  # a model added takes a free colour
+    colors = [r.color for r in view._runs]
+    assert colors[:2] == [before["poco_demo"], before["nlinear_demo"]] and len(set(colors)) == 3
+
+
+def test_the_frame_readout_follows_a_session_switch_at_the_same_cursor(view):
+    """Before: '/ 1499 · t = ...' of fish0 stayed on screen after switching to a 1600-frame worm at
+    the same cursor, because the readout was redrawn only when the cursor moved."""
+    view.session = "zebrafish/fish0"
+    view.cursor = 300
+    view._poll()
+    assert "/ 1499 " in view._clock.object
+    view.session = "worm/worm0"
+    view.cursor = 300
+    view._poll()
+    rec = view._recording
+    assert f"/ {rec.T - 1} " in view._clock.object and rec.T != 1500
+    assert f"t = {rec.prep.time[300]:.2f} s" in view._clock.object

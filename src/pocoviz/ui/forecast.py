@@ -152,7 +152,9 @@ class ForecastView(TabView):
         self._rel_x: tuple[list, list] = ([], [])
         self._frame_pending = False
         self._poll_pending = False
-        self._clock_cursor: int | None = None
+        #: (cursor, recording) the readout shows: a new recording at the same cursor redraws it too
+        self._clock_state: tuple | None = None
+        self._model_colors: dict[str, str] = {}
         self._metrics_key: tuple | None = None
         self._play_cb = None
         self._location = None
@@ -321,15 +323,24 @@ class ForecastView(TabView):
         if rec is None:
             return
         old = {r.key: r for r in self._runs}
+        # a colour belongs to its model: a model that stays selected keeps its colour, a new one
+        # takes the first colour no selected model holds (removing a model recolours nothing)
+        for key in list(self._model_colors):
+            if key not in self.models:
+                del self._model_colors[key]
+        for key in self.models:
+            if key not in self._model_colors:
+                taken = set(self._model_colors.values())
+                self._model_colors[key] = next((c for c in MODEL_COLORS if c not in taken), MODEL_COLORS[0])
         runs = []
-        for i, key in enumerate(self.models):
+        for key in self.models:
             label = self._model_names.get(key, key)
             run = old.get(key) if old.get(key) is not None and self._run_recording.get(key) == rec.key else None
             if run is None:
-                run = ModelRun(key=key, label=label, color=MODEL_COLORS[i % len(MODEL_COLORS)])
+                run = ModelRun(key=key, label=label, color=self._model_colors[key])
                 self._run_recording[key] = rec.key
                 self._jobs.put(("prepare", run, rec))
-            run.color = MODEL_COLORS[i % len(MODEL_COLORS)]
+            run.color = self._model_colors[key]
             runs.append(run)
         self._runs = runs
         self._ensure_worker()
@@ -773,6 +784,7 @@ class ForecastView(TabView):
             item.visible = run is not None
             if run is not None:
                 item.label = bk_value(run.label + (" (adapted)" if run.adapted else ""))
+                self._model_renderers[i].glyph.line_color = run.color
 
     # ================================================================= poll: progress and metrics
     def _poll(self) -> None:
@@ -784,8 +796,9 @@ class ForecastView(TabView):
 
     def _poll_now(self) -> None:
         self._poll_pending = False
-        if self.cursor != self._clock_cursor:
-            self._clock_cursor = self.cursor
+        state = (self.cursor, self._recording.key if self._recording is not None else None)
+        if state != self._clock_state:
+            self._clock_state = state
             self._update_clock()
         changed = False
         for run in self._runs:
