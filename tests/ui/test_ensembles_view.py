@@ -100,3 +100,11 @@ def test_simulation_markers_are_the_simulation(view):
     assert view.sim_markers is None and len(view._sim_source.data["K"]) == 0
     assert "limited to D ≤ 2000" in view.status
     view.simulate = False
+
+
+@pytest.mark.parametrize(("x", "text"), [(4096, "4096"), (512 / 4, "128"), (16000.0, "16000"), (512 / 3, "171"), (0.001, "0.001"), (2.5e-5, "2.5e-05")])
+def test_numbers_in_labels_are_written_as_people_read_them(x, text):
+    """Issue 15, defect 6: a member size of 4096 was labelled 'N = 4.1e+03'."""
+    from pocoviz.ui.ensembles import _fmt
+
+    assert _fmt(x) == text

@@ -54,6 +54,10 @@ TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
 def _fmt(x: float) -> str:
+    """Whole numbers as they are (N = 4096, not 4.1e+03); others to 3 significant digits."""
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e9:
+        return str(int(x))
     return f"{x:.3g}"
 
 
