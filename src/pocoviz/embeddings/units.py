@@ -12,21 +12,16 @@ Examples
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ..recordings.schema import label_duplicate_mask
+
 #: per-unit coordinates copied from a session's recording when it is given
 UNIT_COORDS = ("region", "label", "neuron_class", "x", "y", "z")
-
-
-def _duplicated(labels: Sequence[str]) -> np.ndarray:
-    """Per unit of one session: its non-empty label is carried by another unit too; bool (n,)."""
-    counts = Counter(lab for lab in labels if lab)
-    return np.array([bool(lab) and counts[lab] > 1 for lab in labels], dtype=bool)
 
 
 def unit_embeddings(
@@ -54,7 +49,6 @@ def unit_embeddings(
         keep their label), ``region`` ("" when unknown) and, where the recordings have them,
         ``neuron_class``, ``x``, ``y``, ``z`` (NaN elsewhere).
     """
-
     table = getattr(model, "unit_emb", None)
     if table is None:
         raise TypeError(f"a {getattr(model, 'kind', type(model).__name__)} model has no unit embeddings (POCO, POYO and UICO do)")
@@ -88,7 +82,7 @@ def unit_embeddings(
                 cols[c] += list(info.labels)
             else:
                 cols[c] += [np.nan] * n if c in ("x", "y", "z") else [""] * n
-        duplicate.append(_duplicated(cols["label"][-n:]))
+        duplicate.append(label_duplicate_mask(cols["label"][-n:]))
     emb = np.concatenate(rows).astype(np.float32)
     coords: dict[str, Any] = {"unit": np.arange(len(emb)), "dim": np.arange(emb.shape[1])}
     for c, v in cols.items():

@@ -79,16 +79,18 @@ def embedding_models(data_dir: str | None) -> dict[str, str]:
     return out
 
 
-def label_names(emb: xr.Dataset) -> np.ndarray:
-    """Per unit of a unit-embedding table, its label as hovers and traces show it: ``"AVAL"``, ``""``
-    when unidentified, and ``"URADL (dup #3)"`` (``#`` the unit's index in its session) when
-    another unit of its session carries the same label. Colouring by label still uses the plain
-    label, so both URADL units get URADL's colour."""
-    labels = emb["label"].values.astype(str)
+def label_names(emb: xr.Dataset, rows: Any = slice(None)) -> np.ndarray:
+    """Per unit (of ``rows``) of a unit-embedding table, its label as hovers and traces show it:
+    ``"AVAL"``, ``""`` when unidentified, and ``"URADL (dup #3)"`` (``#`` the unit's index in its
+    session) when another unit of its session carries the same label. Colouring by label still
+    uses the plain label, so both URADL units get URADL's colour."""
+    labels = emb["label"].values[rows].astype(str)
     if "label_duplicate" not in emb.coords:
         return labels
-    dup = emb["label_duplicate"].values.astype(bool)
-    idx = emb["unit_index"].values
+    dup = emb["label_duplicate"].values[rows].astype(bool)
+    if not dup.any():
+        return labels
+    idx = emb["unit_index"].values[rows]
     return np.array([f"{lab} (dup #{int(i)})" if d else lab for lab, d, i in zip(labels, dup, idx)], dtype=str)
 
 
@@ -596,7 +598,7 @@ class EmbeddingsView(TabView):
         self._map_pipe.send({
             "pos_x": emb["x"].values[rows], "pos_y": emb["y"].values[rows],
             "color": np.array([colors.get(v, UNKNOWN_COLOR) for v in values[rows]]),
-            "region": emb["region"].values[rows], "label": label_names(emb)[rows], "unit": emb["unit_index"].values[rows],
+            "region": emb["region"].values[rows], "label": label_names(emb, rows), "unit": emb["unit_index"].values[rows],
         })  # fmt: skip
 
     def _send_selection(self) -> None:
@@ -614,14 +616,14 @@ class EmbeddingsView(TabView):
         self._map_marks_pipe.send({"pos_x": marks["pos_x"], "pos_y": marks["pos_y"]})
         paths = []
         values, colors = self._colors()
-        names = label_names(emb)
+        names = label_names(emb, sel[:MAX_TRACES])  # only the units whose traces are drawn
         for k, row in enumerate(sel[:MAX_TRACES]):
             rec = self._recordings.get(str(emb["session"].values[row]))
             if rec is None:
                 continue
             act = np.asarray(rec["activity"].values[:, int(emb["unit_index"].values[row])], dtype=float)
             t = np.arange(len(act)) / float(rec.attrs.get("sampling_rate_hz", 1.0))
-            name = str(names[row]) or f"#{int(emb['unit_index'].values[row])}"
+            name = str(names[k]) or f"#{int(emb['unit_index'].values[row])}"
             paths.append({"time": t, "offset": act - 4.0 * k, "unit": f"{emb['session'].values[row]} {name}", "color": colors.get(values[row], UNKNOWN_COLOR)})
         self._traces_pipe.send(paths)
         if sel:
