@@ -1,12 +1,14 @@
 """Serve the app the way users start it, in a subprocess, and drive it in headless Debian Chromium.
 
-``app_url``: ``panel serve app/app.py`` in the runner's environment as it is (every view test);
-``pocoviz_url``: ``pocoviz serve`` (what ``make serve`` runs) from a shell with
-``BOKEH_RESOURCES=inline``, started only by the tests that ask for it. Nothing here makes the page
-load its resources locally: the app does that itself. One browser per test session.
-Every page blocks and records each request that leaves loopback (``page.external_requests``),
-records the stylesheets the app's server answered (``page.local_css``: (url, status)) and console
-errors (``page.console_errors``).
+``app_url``: ``panel serve app/app.py`` with no Bokeh/Panel resource variables in its environment,
+as a user's shell has none (every view test); ``pocoviz_url``: ``pocoviz serve`` (what ``make
+serve`` runs) from a shell without them, and from shells with ``BOKEH_RESOURCES=inline`` or ``cdn``
+left over, started only by the tests that ask for it. Nothing here makes the page load its
+resources locally: the app does that itself. One browser per test session.
+Every page blocks and records each request that leaves loopback (``page.external_requests``) and
+fails its test at teardown if there was any, whatever tabs the test opened; it records the
+stylesheets the app's server answered (``page.local_css``: (url, status)) and console errors
+(``page.console_errors``).
 """
 
 from __future__ import annotations
@@ -82,24 +84,32 @@ def _serve(cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Iterato
 
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory, ui_data_dir):
-    """``panel serve app/app.py --args --data-dir DIR``, in the test runner's environment as it is."""
+    """``panel serve app/app.py --args --data-dir DIR``, started as a user starts it."""
     port = free_port()
     cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness",
            "--args", "--data-dir", str(ui_data_dir)]
-    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", dict(os.environ))
+    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", user_env())
 
 
-@pytest.fixture(scope="session")
-def pocoviz_url(tmp_path_factory, ui_data_dir):
-    """``pocoviz serve --data-dir DIR`` (``make serve``) from a shell that has ``BOKEH_RESOURCES=inline``
-    (left over from saving standalone HTML, say): with it, Bokeh used to point the page at about ten
-    CSS files on cdn.holoviz.org, and offline the template came up unstyled."""
+def user_env(**resources: str) -> dict[str, str]:
+    """The runner's environment without Bokeh's and Panel's resource variables (a user's shell has
+    none), plus ``resources``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BOKEH_RESOURCES", "BOKEH_CDN_VERSION", "PANEL_INLINE")}
+    return {**env, **resources}
+
+
+@pytest.fixture(scope="session", params=["unset", "inline", "cdn"], ids=lambda p: f"BOKEH_RESOURCES={p}")
+def pocoviz_url(request, tmp_path_factory, ui_data_dir):
+    """``pocoviz serve --data-dir DIR`` (``make serve``) as users start it, and from shells with
+    ``BOKEH_RESOURCES`` left over (from saving standalone HTML, say): with ``inline`` Bokeh used to
+    point the page at about ten CSS files on cdn.holoviz.org (unstyled offline), with ``cdn`` at
+    BokehJS on cdn.bokeh.org (no page offline)."""
     port = free_port()
     script = Path(sys.executable).with_name("pocoviz")  # the console script pip installed
     cmd = [*([str(script)] if script.exists() else [sys.executable, "-m", "pocoviz.cli"]),
            "serve", "--address", "127.0.0.1", "--port", str(port), "--data-dir", str(ui_data_dir)]
-    env = {**os.environ, "BOKEH_RESOURCES": "inline"}
+    env = user_env() if request.param == "unset" else user_env(BOKEH_RESOURCES=request.param)
     yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "pocoviz.log", env)
 
 
@@ -135,6 +145,8 @@ def page(browser):
     pg.on("pageerror", lambda e: pg.console_errors.append(f"pageerror: {e}"))
     yield pg
     ctx.close()
+    # every browser test, whatever it opened: nothing left loopback (each request was blocked)
+    assert external == [], f"{len(external)} request(s) left loopback: {external[:5]}"
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def _assert_offline_and_styled(page, url: str) -> None:
 
 
 def test_pocoviz_serve_loads_everything_from_its_own_server(pocoviz_url, page):
-    """``pocoviz serve`` (``make serve``), from a shell with ``BOKEH_RESOURCES=inline``."""
+    """``pocoviz serve`` (``make serve``), as users start it and from shells with BOKEH_RESOURCES set."""
     _assert_offline_and_styled(page, pocoviz_url)
 
 
