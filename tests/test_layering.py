@@ -39,3 +39,15 @@ def test_forecast_package_imports_no_ui_packages():
         "assert not bad, bad; print('ok')"
     )
     _runs_ok(code)
+
+
+def test_controllers_import_no_ui_packages():
+    """The tabs' controllers (state, jobs, URL state, snapshots) and the shared caches never import
+    panel/holoviews/bokeh/datashader: they are driven by tests and other front ends without a browser."""
+    code = (
+        "import sys, pkgutil, importlib, pocoviz.controllers as c;"
+        "[importlib.import_module('pocoviz.controllers.' + m.name) for m in pkgutil.iter_modules(c.__path__)];"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'panel', 'holoviews', 'bokeh', 'datashader'});"
+        "assert not bad, bad; print('ok')"
+    )
+    _runs_ok(code)

@@ -9,7 +9,7 @@ import pytest
 
 from pocoviz.recordings import RecordingError, make_recording, save_recording
 from pocoviz.ui.recordings import RecordingsView, parse_unit_ids, prepare_session
-from pocoviz.ui.sources import DEMO_KEY, SourceCache, list_sources
+from pocoviz.controllers.sources import DEMO_KEY, SourceCache, list_sources
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import panel as pn
 import pocoviz
 from pocoviz.backend import BackendError, get_device
 
-from .sources import data_dir_from_env
+from pocoviz.controllers.sources import data_dir_from_env
 from .theme import APP_CSS
 from .warmup import start_warmup, wait_warmup
 

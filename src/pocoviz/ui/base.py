@@ -1,19 +1,30 @@
 """What every tab shares: the layout built once on first display, the session's document kept so
-that results computed in threads are applied on its event loop, and widgets bound to parameters
-with a per-tab CSS class (the handles the browser tests use)."""
+that results computed in threads are applied on its event loop, the tab's controller (its state,
+jobs and URL state; see :mod:`pocoviz.controllers`) bound to the page's URL, and widgets bound to
+parameters with a per-tab CSS class (the handles the browser tests use)."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode
 
 import panel as pn
+
+from pocoviz.controllers import Controller
 
 from .jobs import on_loop
 
 
+def query_of(search: str | None) -> dict[str, str]:
+    """The page's query string as ``{key: text}`` (raw text: the controller parses each value by
+    its type; Panel's own parser would turn ``17`` into an int and ``[1]`` into a list)."""
+    return dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
+
+
 class TabView(pn.viewable.Viewer):
     """Base of the app's tabs. Subclasses set :attr:`css_prefix`, implement :meth:`_build_layout`,
-    and may extend :meth:`_on_served` (periodic callbacks, URL sync) and :meth:`close`."""
+    set :attr:`controller` (whose URL fields then follow the page URL when served), and may extend
+    :meth:`_on_served` and :meth:`close`."""
 
     css_prefix: ClassVar[str] = "pocoviz"
 
@@ -21,11 +32,15 @@ class TabView(pn.viewable.Viewer):
         super().__init__(**params)
         self._doc = None
         self._layout: pn.viewable.Viewable | None = None
+        self._location = None
+        self.controller: Controller | None = getattr(self, "controller", None)
 
-    def _widget(self, name: str, kind: type, label: str, **kw: Any) -> pn.widgets.Widget:
-        """``kind`` bound to parameter ``name``, 250 px wide, with CSS class ``<prefix>-<name>``."""
+    def _widget(self, name: str, kind: type, label: str, owner: Any = None, **kw: Any) -> pn.widgets.Widget:
+        """``kind`` bound to parameter ``name`` (of ``owner``: the view, or its controller), 250 px
+        wide, with CSS class ``<prefix>-<name>``."""
         kw.setdefault("width", 250)
-        return kind.from_param(self.param[name], label=label, css_classes=[f"{self.css_prefix}-{name}"], **kw)
+        owner = self if owner is None else owner
+        return kind.from_param(owner.param[name], label=label, css_classes=[f"{self.css_prefix}-{name}"], **kw)
 
     def _on_loop(self, fn) -> None:
         """Run ``fn`` on the session's event loop, which holds the document lock that edits of Bokeh
@@ -45,8 +60,34 @@ class TabView(pn.viewable.Viewer):
         raise NotImplementedError
 
     def _on_served(self, doc: Any) -> None:
-        """Called once when the layout is first shown in a served session."""
+        """Called once when the layout is first shown in a served session: the controller's URL
+        fields follow the page's URL (after the page has loaded: the browser's own location would
+        overwrite an earlier query), and the tab closes with the session."""
         pn.state.on_session_destroyed(lambda ctx: self.close())
+        if self.controller is not None and self.controller.url.fields and pn.state.location is not None:
+            pn.state.onload(self._start_url_sync)
+
+    # ------------------------------------------------------------------ URL state
+    def _start_url_sync(self) -> None:
+        loc = pn.state.location
+        if loc is None or self.controller is None:
+            return
+        self._location = loc
+        self.controller.apply_url(query_of(loc.search))
+        self._write_url()
+        self.controller.param.watch(lambda event: self._on_loop(self._write_url), list(self.controller.url.params))
+
+    def _write_url(self) -> None:
+        """Put the controller's settings into the page URL, keeping other tabs' keys."""
+        loc = self._location
+        if loc is None or self.controller is None:
+            return
+        merged = self.controller.url.merge_into(query_of(loc.search), self.controller)
+        search = "?" + urlencode(merged) if merged else ""
+        if search != (loc.search or ""):
+            loc.search = search
 
     def close(self, timeout: float = 60.0) -> None:
-        """Stop background work (subclasses); called when the session ends."""
+        """Stop background work: the controller's jobs are cancelled and joined (session ended)."""
+        if self.controller is not None:
+            self.controller.close(timeout)

@@ -29,8 +29,8 @@ import xarray as xr
 from pocoviz.assets import assets_dir
 
 from .base import TabView
-from .models import MODELS, list_models
-from .sources import SOURCES
+from pocoviz.controllers.models import LOADED_MODELS, list_models
+from pocoviz.controllers.sources import SOURCE_CACHE
 from .theme import REGION_PALETTE, UNKNOWN_COLOR, region_colors
 
 hv.Store.set_current_backend("bokeh")
@@ -66,7 +66,7 @@ def embedding_models(data_dir: str | None) -> dict[str, str]:
     """The checkpoints with unit embeddings (``{display: key}``), read from their cards only."""
     from pocoviz.forecast.checkpoint import model_card
 
-    from .models import model_path
+    from pocoviz.controllers.models import model_path
 
     out = {}
     for label, key in list_models(data_dir).items():
@@ -168,13 +168,13 @@ class EmbeddingsView(TabView):
     @param.depends("model", watch=True)
     def _on_model(self) -> None:
         try:
-            model = MODELS.get(self.model, self.data_dir)
+            model = LOADED_MODELS.get(self.model, self.data_dir)
         except Exception as exc:
             self._show_error(f"Cannot load {self.model}: {exc}")
             return
         self._model = model
         try:
-            self._recordings = {k: v for k, v in SOURCES.load("demo", None).items() if k in {s.name for s in model.sessions}}
+            self._recordings = {k: v for k, v in SOURCE_CACHE.load("demo", None).items() if k in {s.name for s in model.sessions}}
         except Exception:
             self._recordings = {}
         names = [s.name for s in model.sessions]

@@ -37,7 +37,7 @@ from pocoviz.recordings import RecordingError
 from pocoviz.recordings.preprocess import zscore
 
 from .base import TabView
-from .models import ADAPTED, FORECASTS, MODELS, list_models
+from pocoviz.controllers.models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, list_models
 from .recordings import (
     PreparedSession,
     duplicate_note,
@@ -48,7 +48,7 @@ from .recordings import (
     units_with_ids,
     units_with_labels,
 )
-from .sources import DEMO_KEY, SOURCES, list_sources
+from pocoviz.controllers.sources import DEMO_KEY, SOURCE_CACHE, list_sources
 
 hv.Store.set_current_backend("bokeh")
 
@@ -259,7 +259,7 @@ class ForecastView(TabView):
     @param.depends("source", watch=True)
     def _load_source(self) -> None:
         try:
-            sessions = SOURCES.load(self.source, self.data_dir)
+            sessions = SOURCE_CACHE.load(self.source, self.data_dir)
         except RecordingError as exc:
             self._show_error(f"Cannot open this recording. {exc}")
             return
@@ -391,8 +391,8 @@ class ForecastView(TabView):
         if run.key not in self.models:
             return
         try:
-            adapted = ADAPTED.get((run.key, rec.key))
-            model = adapted if adapted is not None else MODELS.get(run.key, self.data_dir)
+            adapted = ADAPTED_CACHE.get((run.key, rec.key))
+            model = adapted if adapted is not None else LOADED_MODELS.get(run.key, self.data_dir)
             run.model = model
             run.adapted = adapted is not None
             if not model.session_free and rec.name not in {s.name for s in model.sessions}:
@@ -403,7 +403,7 @@ class ForecastView(TabView):
             def create():
                 return RecordingForecast(model, rec.activity, rec.name, regions=list(rec.prep.regions), name=run.label)
 
-            run.forecast = FORECASTS.get_or_create((run.key, run.adapted, rec.key), create)
+            run.forecast = FORECAST_CACHE.get_or_create((run.key, run.adapted, rec.key), create)
             run.state = "ready" if run.forecast.fraction_done >= 1 else "computing"
             run.message = ""
             run.version += 1
@@ -446,7 +446,7 @@ class ForecastView(TabView):
         from pocoviz.forecast.playback import RecordingForecast
 
         try:
-            base = MODELS.get(run.key, self.data_dir)
+            base = LOADED_MODELS.get(run.key, self.data_dir)
             ds = self._sessions.get(rec.name)
             if ds is None:
                 raise ValueError("the recording is no longer loaded")
@@ -466,9 +466,9 @@ class ForecastView(TabView):
             init = "labels" if any(s.labels for s in probe) and corpus.sessions[0].labels else "random"
             adapted, result = finetune(base, corpus, "embedding", cfg, device="cpu", callback=on_eval, init=init)
             adapted.eval()
-            ADAPTED.put((run.key, rec.key), adapted)
+            ADAPTED_CACHE.put((run.key, rec.key), adapted)
             run.model, run.adapted = adapted, True
-            run.forecast = FORECASTS.get_or_create(
+            run.forecast = FORECAST_CACHE.get_or_create(
                 (run.key, True, rec.key),
                 lambda: RecordingForecast(adapted, rec.activity, rec.name, regions=list(rec.prep.regions), name=run.label + " (adapted)"),
             )

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +20,8 @@ from pocoviz.recordings import RecordingError, duplicate_labels, sort_units_by_r
 from pocoviz.recordings.raster import RegionBand
 
 from .base import TabView
-from .sources import DEMO_KEY, SOURCES, list_sources
+from pocoviz.controllers.cache import LRUCache
+from pocoviz.controllers.sources import DEMO_KEY, SOURCE_CACHE, list_sources
 from .theme import UNKNOWN_COLOR, region_colors
 
 hv.Store.set_current_backend("bokeh")  # builds hv.opts.<Element> for the bokeh backend
@@ -53,16 +52,15 @@ class PreparedSession:
     duplicates: dict[str, list[int]] = field(default_factory=dict)  # label -> positional units, labels on >1 unit
 
 
-_PREPARED: OrderedDict[tuple, PreparedSession] = OrderedDict()
-_PREPARED_LOCK = threading.Lock()
+#: sessions sorted and coloured for display, shared by every browser session
+PREPARED_CACHE: LRUCache[PreparedSession] = LRUCache(8, name="prepared sessions")
 
 
 def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSession:
     """Sort units and pick colours once per session (cached by ``key``)."""
-    with _PREPARED_LOCK:
-        if key in _PREPARED:
-            _PREPARED.move_to_end(key)
-            return _PREPARED[key]
+    cached = PREPARED_CACHE.get(key)
+    if cached is not None:
+        return cached
     order, bands = sort_units_by_region(ds, within="pc1")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -97,10 +95,7 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
         time_label="frame (no sampling rate in the file)" if ds.attrs.get("time_is_frame_index") else "time (s)",
         duplicates=duplicates,
     )
-    with _PREPARED_LOCK:
-        _PREPARED[key] = prepared
-        while len(_PREPARED) > 8:
-            _PREPARED.popitem(last=False)
+    PREPARED_CACHE.put(key, prepared)
     return prepared
 
 
@@ -235,7 +230,7 @@ class RecordingsView(TabView):
     @param.depends("source", watch=True)
     def _load_source(self) -> None:
         try:
-            self._sessions = SOURCES.load(self.source, self.data_dir)
+            self._sessions = SOURCE_CACHE.load(self.source, self.data_dir)
         except RecordingError as exc:
             self._show_error(exc)
             return

@@ -33,10 +33,10 @@ def _warm() -> None:
     import numpy as np
     from holoviews.operation.datashader import rasterize
 
-    from .sources import SOURCES
+    from pocoviz.controllers.sources import SOURCE_CACHE
 
     try:
-        sessions = SOURCES.load("demo", None)
+        sessions = SOURCE_CACHE.load("demo", None)
         from .recordings import prepare_session
 
         name, ds = next(iter(sessions.items()))

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pocoviz.recordings import RecordingError, resolve_in_data_dir
 
+from .cache import LRUCache
 from .sources import find_in_data_dir
 
 #: prefix of the keys of checkpoints found under the data directory
@@ -46,13 +44,12 @@ def model_path(key: str, data_dir: str | os.PathLike | None) -> str | Path:
 
 
 class ModelCache:
-    """Loaded checkpoints (LRU, thread-safe). :meth:`get` returns a private copy, so that a view may
-    register sessions with it or adapt it without touching other sessions' models."""
+    """Loaded checkpoints (an :class:`LRUCache` keyed by path and card time). :meth:`get` returns a
+    private copy, so that a view may register sessions with it or adapt it without touching other
+    sessions' models."""
 
     def __init__(self, max_items: int = 8):
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_items = max_items
+        self._cache: LRUCache[Any] = LRUCache(max_items, name="models")
 
     def get(self, key: str, data_dir: str | os.PathLike | None) -> Any:
         from pocoviz.forecast import load_model
@@ -60,50 +57,13 @@ class ModelCache:
         path = model_path(key, data_dir)
         card = Path(str(path) + ".json") if isinstance(path, Path) else None
         stamp = (key, str(path), card.stat().st_mtime if card is not None and card.exists() else None)
-        with self._lock:
-            model = self._items.get(stamp)
-            if model is not None:
-                self._items.move_to_end(stamp)
-        if model is None:
-            model = load_model(path, device="cpu")
-            with self._lock:
-                self._items[stamp] = model
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
-        return copy.deepcopy(model)
+        return copy.deepcopy(self._cache.get_or_create(stamp, lambda: load_model(path, device="cpu")))
 
 
-class ResultCache:
-    """Process-wide LRU of per-recording results (forecasts, adapted models), so that switching back
-    to a recording, or a second browser, reuses what was computed."""
-
-    def __init__(self, max_items: int = 8):
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_items = max_items
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def get_or_create(self, key: tuple, create: Callable[[], Any]) -> Any:
-        value = self.get(key)
-        if value is None:
-            value = create()
-            self.put(key, value)
-        return value
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-
-MODELS = ModelCache()
-FORECASTS = ResultCache(max_items=8)
-ADAPTED = ResultCache(max_items=8)
+#: checkpoints loaded by any browser session (not to be confused with the registry of model kinds,
+#: :data:`pocoviz.forecast.base.MODELS`)
+LOADED_MODELS = ModelCache()
+#: per-recording forecasts, keyed by (model key, adapted, recording key)
+FORECAST_CACHE: LRUCache[Any] = LRUCache(8, name="forecasts")
+#: models adapted to a recording, keyed by (model key, recording key)
+ADAPTED_CACHE: LRUCache[Any] = LRUCache(8, name="adapted models")

@@ -7,8 +7,6 @@ Nothing outside the data directory is listed or opened: every path goes through
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import xarray as xr
 from pocoviz.assets import ASSETS, DEMO_FILE, assets_dir  # noqa: F401  (re-exported)
 from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, open_corpus, resolve_in_data_dir
 from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
+
+from .cache import LRUCache
 
 DEMO_KEY = "Demo corpus (synthetic)"
 MAX_LISTED = 500
@@ -76,12 +76,11 @@ def list_sources(data_dir: str | os.PathLike | None) -> dict[str, str]:
 
 
 class SourceCache:
-    """Loaded corpora, shared by all sessions of the server process (LRU, thread-safe)."""
+    """Loaded corpora, shared by all sessions of the server process (an :class:`LRUCache` keyed by
+    path and modification time, so that a file changed on disk is read again)."""
 
     def __init__(self, max_items: int = 6):
-        self._items: OrderedDict[tuple, dict[str, xr.Dataset]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_items = max_items
+        self._cache: LRUCache[dict[str, xr.Dataset]] = LRUCache(max_items, name="sources")
 
     def load(self, key: str, data_dir: str | os.PathLike | None) -> dict[str, xr.Dataset]:
         """Sessions of a source as ``{"species/session": dataset}``; raises RecordingError."""
@@ -93,16 +92,7 @@ class SourceCache:
                 raise RecordingError("no data directory is set (start the app with --data-dir)", path=key)
             path = resolve_in_data_dir(key, data_dir)
             stamp = (str(path), path.stat().st_mtime if path.exists() else None)
-        with self._lock:
-            if stamp in self._items:
-                self._items.move_to_end(stamp)
-                return self._items[stamp]
-        sessions = _load_uncached(key, path, data_dir)
-        with self._lock:
-            self._items[stamp] = sessions
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        return sessions
+        return self._cache.get_or_create(stamp, lambda: _load_uncached(key, path, data_dir))
 
 
 def _load_uncached(key: str, path: Path, data_dir) -> dict[str, xr.Dataset]:
@@ -121,4 +111,5 @@ def _load_uncached(key: str, path: Path, data_dir) -> dict[str, xr.Dataset]:
     return sessions
 
 
-SOURCES = SourceCache()
+#: corpora loaded by any browser session of this process
+SOURCE_CACHE = SourceCache()

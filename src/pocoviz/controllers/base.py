@@ -1,0 +1,60 @@
+"""The base of the tabs' controllers: state as parameters, background jobs, URL state and a
+snapshot of what should be on screen. Controllers never import panel, holoviews or bokeh; a view
+renders their snapshots and binds their parameters to widgets."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import param
+
+from .jobs import JobRunner
+from .urlstate import UrlField, UrlState
+
+
+class Controller(param.Parameterized):
+    """Subclasses list :attr:`url_fields` and implement :meth:`snapshot`.
+
+    ``version`` increases each time what is on screen should change (a view watches it and renders
+    :meth:`snapshot` on its event loop); ``busy`` is true while any background job runs or waits;
+    ``notice`` holds messages for the user (link settings that were clamped or ignored, errors).
+    """
+
+    url_fields: ClassVar[tuple[UrlField | tuple[str, str], ...]] = ()
+
+    version = param.Integer(default=0, precedence=-1, doc="Bumped when the snapshot changes")
+    busy = param.Boolean(default=False, precedence=-1, doc="A background job runs or waits")
+    notice = param.String(default="", precedence=-1, doc="A message for the user")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.jobs = JobRunner(name=f"pocoviz-{type(self).__name__}", on_change=self._jobs_changed)
+        self.url = UrlState(self.url_fields)
+
+    def _jobs_changed(self) -> None:
+        busy = self.jobs.busy()
+        if busy != self.busy:
+            self.busy = busy
+
+    def changed(self) -> None:
+        """Tell the view to render a new snapshot."""
+        self.version += 1
+
+    def snapshot(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ URL state
+    def url_query(self) -> dict[str, str]:
+        """This tab's settings as query parameters (only those that differ from the defaults)."""
+        return self.url.encode(self)
+
+    def apply_url(self, query: dict[str, Any]) -> list[str]:
+        """Apply a link's settings; returns (and shows as :attr:`notice`) what was clamped or ignored."""
+        messages = self.url.apply(self, query)
+        if messages:
+            self.notice = "Link settings: " + "; ".join(messages)
+        return messages
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Cancel and join background jobs (the browser session ended)."""
+        self.jobs.close(timeout)
