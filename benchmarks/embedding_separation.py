@@ -2,8 +2,8 @@
 (issue 5): silhouette by region against 200 label shuffles, and the row-normalised distance matrix's
 diagonal rank. Prints a table and appends JSON lines to --out.
 
-    python experiments/embedding_separation.py poco_demo --data demo --out experiments/results/embeddings.jsonl
-    python experiments/embedding_separation.py /tmp/worms_poco --data ../shared/data/celegans_flavell_dag2023 --by region,neuron_class
+    python benchmarks/embedding_separation.py poco_demo --data demo --out benchmarks/results/embeddings.jsonl
+    python benchmarks/embedding_separation.py /tmp/worms_poco --data ../shared/data/celegans_flavell_dag2023 --by region,neuron_class
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 Each command trains models on the CPU/GPU at hand and appends one JSON object per run to
 ``--out`` (JSON lines), so interrupted sweeps keep what finished:
 
-    python experiments/poco_acceptance.py demo   --seeds 0,1,2 --out experiments/results/demo.jsonl
-    python experiments/poco_acceptance.py worms  --seeds 0,1,2 --out experiments/results/worms.jsonl
-    python experiments/poco_acceptance.py finetune --seeds 0,1,2 --out experiments/results/finetune.jsonl
-    python experiments/poco_acceptance.py cross  --seeds 0 --out experiments/results/cross.jsonl
-    python experiments/poco_acceptance.py summary experiments/results/*.jsonl
+    python benchmarks/poco_acceptance.py demo   --seeds 0,1,2 --out benchmarks/results/demo.jsonl
+    python benchmarks/poco_acceptance.py worms  --seeds 0,1,2 --out benchmarks/results/worms.jsonl
+    python benchmarks/poco_acceptance.py finetune --seeds 0,1,2 --out benchmarks/results/finetune.jsonl
+    python benchmarks/poco_acceptance.py cross  --seeds 0 --out benchmarks/results/cross.jsonl
+    python benchmarks/poco_acceptance.py summary benchmarks/results/*.jsonl
 
 Real recordings come from ../shared/data (see its README for the sources).
 """

@@ -1,7 +1,7 @@
 """Pack the recordings the GPU run needs into one .npz (the GPU machine has no netCDF engine and
 no access to ../shared/data), and unpack them there into a ForecastCorpus mapping.
 
-    python experiments/devdata.py pack .devdata/corpus.npz     # here (folder git-ignored locally)
+    python benchmarks/devdata.py pack .devdata/corpus.npz     # here (folder git-ignored locally)
 
 Only plain arrays are stored (no pickles): per session ``<i>/activity`` (T, U) float32 and
 ``<i>/region`` (U,) unicode, plus ``names`` (unicode).

@@ -2,7 +2,7 @@
 GPU share of issue 3's measurements. Writes everything under $OUT; each stage is timed and a
 failing stage does not stop the next.
 
-    POCOVIZ_DEVDATA=.devdata/corpus.npz PYTHONPATH=src python experiments/gpu_session.py
+    POCOVIZ_DEVDATA=.devdata/corpus.npz PYTHONPATH=src python benchmarks/gpu_session.py
 """
 
 from __future__ import annotations
@@ -46,14 +46,16 @@ if "tests" in only:
     stage("tests_default_cuda", [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests], 100)
 if "bench" in only:
     code = (
-        "import json,sys; sys.path.insert(0,'experiments'); from poco_acceptance import demo_corpus;"
+        "import json,sys; sys.path.insert(0,'benchmarks'); from poco_acceptance import demo_corpus;"
         "from pocoviz.forecast.recipes import DEMO_STRIDES; from pocoviz.forecast.bench import bench_forecast;"
         "from pocoviz.backend import describe; import torch;"
-        f"r={{'environment': describe(), 'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, 'forecast': bench_forecast({QUICK}, '{DEV}', demo_corpus(DEMO_STRIDES))}};"
+        "gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None;"
+        f"r={{'environment': describe(), 'gpu': gpu, 'forecast': bench_forecast({QUICK}, '{DEV}', demo_corpus(DEMO_STRIDES))}};"
         f"open('{OUT}/bench_cuda.json','w').write(json.dumps(r, indent=1)); print(json.dumps(r))"
     )
     stage("bench", [py, "-c", code], 120)
 if "demo" in only:
-    stage("demo", [py, "experiments/poco_acceptance.py", "demo", "--seeds", "0,1,2", "--device", "cuda", "--out", str(OUT / "demo.jsonl")], 240)
+    stage("demo", [py, "benchmarks/poco_acceptance.py", "demo", "--seeds", "0,1,2", "--device", "cuda", "--out", str(OUT / "demo.jsonl")], 240)
 if "cross" in only:
-    stage("cross", [py, "experiments/poco_acceptance.py", "cross", "--seeds", "0", "--device", "cuda", "--robust", "--steps", "1000", "--out", str(OUT / "cross.jsonl")], 200)
+    cross = ["cross", "--seeds", "0", "--device", "cuda", "--robust", "--steps", "1000", "--out", str(OUT / "cross.jsonl")]
+    stage("cross", [py, "benchmarks/poco_acceptance.py", *cross], 200)
