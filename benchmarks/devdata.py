@@ -19,7 +19,6 @@ import xarray as xr
 def pack(out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from poco_acceptance import TECTUM, WORMS
-
     from pocoviz.forecast.recipes import load_corpus
 
     items = {**load_corpus(["demo"]).recordings, **load_corpus([str(p) for p in WORMS]).recordings}

@@ -73,9 +73,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Summarise a recording or corpus."""
-    from pocoviz.recordings import RecordingError, corpus_sessions, open_corpus, summarize
-
     from pocoviz.assets import demo_corpus_path
+    from pocoviz.recordings import RecordingError, corpus_sessions, open_corpus, summarize
 
     try:
         tree = open_corpus(demo_corpus_path() if args.path == "demo" else args.path)  # 'demo', as train/evaluate take it

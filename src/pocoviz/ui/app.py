@@ -12,13 +12,10 @@ import panel as pn
 
 import pocoviz
 from pocoviz.backend import BackendError, get_device
-
 from pocoviz.controllers.sources import data_dir_from_env
+
 from .theme import APP_CSS
 from .warmup import start_warmup, wait_warmup
-
-#: (tab title, factory(data_dir) -> viewable). Later views append here.
-TABS: list[tuple[str, Callable[[str | None], pn.viewable.Viewable]]] = []
 
 
 def _recordings(data_dir: str | None):
@@ -39,30 +36,33 @@ def _embeddings(data_dir: str | None):
     return EmbeddingsView(data_dir=data_dir)
 
 
-TABS.append(("Recordings", _recordings))
-TABS.append(("Forecast", _forecast))
 def _ensembles(data_dir: str | None):
     from .ensembles import EnsemblesView
 
     return EnsemblesView(data_dir=data_dir)
 
 
-TABS.append(("Embeddings", _embeddings))
 def _seqmem(data_dir: str | None):
     from .seqmem import SeqMemView
 
     return SeqMemView(data_dir=data_dir)
 
 
-TABS.append(("Ensembles", _ensembles))
 def _limits(data_dir: str | None):
     from .limits import LimitsView
 
     return LimitsView(data_dir=data_dir)
 
 
-TABS.append(("Sequence memory", _seqmem))
-TABS.append(("Transformer limits", _limits))
+#: (tab title, factory(data_dir) -> viewable), in tab order; a view module is imported when its tab first opens
+TABS: list[tuple[str, Callable[[str | None], pn.viewable.Viewable]]] = [
+    ("Recordings", _recordings),
+    ("Forecast", _forecast),
+    ("Embeddings", _embeddings),
+    ("Ensembles", _ensembles),
+    ("Sequence memory", _seqmem),
+    ("Transformer limits", _limits),
+]
 
 
 def parse_app_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
