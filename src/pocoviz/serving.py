@@ -1,6 +1,7 @@
 """Start and stop a served app in a subprocess, and the headless-Chromium flags for this machine.
 
-Shared by ``pocoviz bench`` (cold-start timing) and the browser tests; stdlib only.
+Shared by ``pocoviz bench`` (cold-start timing) and the browser tests, which need only the standard
+library here; the app installs :func:`ignore_writes_to_closed_websockets` (Tornado, imported when called).
 """
 
 from __future__ import annotations
@@ -46,3 +47,48 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _is_write_to_closed_websocket(context: dict) -> bool:
+    """An asyncio error context for a websocket write that failed because the browser had gone."""
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    return isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError))
+
+
+def ignore_writes_to_closed_websockets() -> bool:
+    """Keep asyncio from printing a traceback for websocket writes that fail because the browser left.
+
+    When a browser closes a page while the server is sending to it (a playing Forecast tab sends
+    about 30 updates a second), Panel's dispatch of document patches can leave some of Tornado's
+    write tasks without an awaiter; each then fails with ``WebSocketClosedError`` and asyncio logs
+    "Task exception was never retrieved" with a traceback when the task is collected. Nothing is
+    lost (the session is closing) and Bokeh itself logs such writes as "Failed sending message as
+    connection was closed"; this handler logs one such line instead. Every other error goes to the
+    handler that was there before. Installed once on the running event loop (the server's); returns
+    whether it is installed.
+    """
+    import asyncio
+    import logging
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if getattr(loop, "_pocoviz_closed_websocket_handler", False):
+        return True
+    previous = loop.get_exception_handler()
+    log = logging.getLogger("pocoviz.serving")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if _is_write_to_closed_websocket(context):
+            log.info("a write to a closed websocket failed (the browser left): %s", context.get("message", ""))
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    loop._pocoviz_closed_websocket_handler = True  # type: ignore[attr-defined]
+    return True

@@ -93,6 +93,32 @@ def serve_resources_locally() -> None:
     settings.resources.set_value("server")
 
 
+#: Bokeh's MultiChoice (Panel's MultiChoice is Bokeh's) builds a Choices.js 10.2 select with no
+#: ``allowHTML`` option and offers no property to pass one, so Choices prints a deprecation warning
+#: for every picker rendered ("allowHTML will default to false in a future release"). Bokeh ships
+#: Choices 10.2, where the default stays true, so the message announces nothing that applies here;
+#: this makes MultiChoice views render without it (only that message, only while one renders).
+#: Runs in the browser once the document is ready, before any tab's widgets exist (tabs are built
+#: after the browser connects). Remove when Bokeh passes allowHTML itself.
+CHOICES_ALLOW_HTML_JS = """
+const mod = Bokeh.require("models/widgets/multi_choice")
+const proto = mod.MultiChoiceView.prototype
+if (!proto._pocoviz_quiet_render) {
+  const render = proto.render
+  proto._pocoviz_quiet_render = true
+  proto.render = function () {
+    const warn = console.warn
+    console.warn = function (...args) {
+      if (typeof args[0] === "string" && args[0].startsWith("Deprecation warning: allowHTML will default to false"))
+        return
+      return warn.apply(console, args)
+    }
+    try { return render.call(this) } finally { console.warn = warn }
+  }
+}
+"""
+
+
 def _sidebar(data_dir: str | None) -> pn.pane.Markdown:
     try:
         device = str(get_device())
@@ -146,6 +172,12 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
     if served:
         serve_resources_locally()  # before the page is rendered: it is, once this session exists
+        from bokeh.models import CustomJS
+
+        from pocoviz.serving import ignore_writes_to_closed_websockets
+
+        ignore_writes_to_closed_websockets()
+        pn.state.curdoc.js_on_event("document_ready", CustomJS(code=CHOICES_ALLOW_HTML_JS))
         # send the page at once and build the open view once the browser is connected (a link may
         # open any tab: ?tab=2); tabs opened before that show a placeholder until then
         start_warmup()
