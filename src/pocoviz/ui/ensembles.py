@@ -197,6 +197,9 @@ class EnsemblesView(TabView):
         for src, keep in ((self._s_dots, True), (self._s_off, False)):
             rows = [(row, c) for row, c in zip(snap.scaling_rows, colors) if row.agrees == keep]
             src.data = {"ell": [r.ell for r, _ in rows], "s": [r.fitted for r, _ in rows], "color": [c for _, c in rows]}
+        top = max(float(np.nanmax(sc["s_line"])), float(np.nanmax(sc["fitted"])), float(np.nanmax(sc["var_line"])))
+        self._fig_s.y_range.start, self._fig_s.y_range.end = -0.05 * top, 1.1 * top
+        self._fig_s.y_range.reset_start, self._fig_s.y_range.reset_end = -0.05 * top, 1.1 * top
         ls = float(sc["ell_star"])
         self._ell_span.visible = bool(np.isfinite(ls))
         if np.isfinite(ls):
@@ -296,7 +299,10 @@ class EnsemblesView(TabView):
         self._fig_m.multi_line("xs", "ys", source=self._m_source, color="color", line_width=2, legend_field="label")
         legend_below(self._fig_m, 2)
         # (4) s(ℓ)
-        self._fig_s = fig("scaling exponent s(ℓ)", "growth exponent ℓ (N = M^ℓ)", "s: E* ∝ M^−s", "exponent", 3, x_log=False, y_log=False)
+        self._fig_s = fig(
+            "scaling exponent s(ℓ)", "growth exponent ℓ (N = M^ℓ)", "s: E* ∝ M^−s", "exponent", 3, x_log=False, y_log=False,
+            x_range=Range1d(-0.03, 1.03), y_range=Range1d(-0.1, 2.0),
+        )  # fmt: skip
         self._s_lines = ColumnDataSource({"ell": [], "bias": [], "var": [], "s": []})
         self._fig_s.line("ell", "bias", source=self._s_lines, color="#0072B2", line_dash="dashed", legend_label="bias: 2αℓ·min(r,1)")
         self._fig_s.line("ell", "var", source=self._s_lines, color="#D55E00", line_dash="dashed", legend_label="Var: 1−ℓ+2αℓ·min(r,½)")
