@@ -1,76 +1,81 @@
-"""The Sequence memory tab's view-model without a browser: the drawn images, heatmap and errors are
-the rollout's, presets reproduce the paper's set-ups, the capacity markers follow the tolerance."""
+"""The Sequence memory tab's view without a browser: it draws its controller's snapshot (the numbers
+are tested on the controller, tests/test_seqmem_controller.py), its number boxes show their bounds
+and the value actually used, the preset selector follows the settings, and its figures are readable
+(titles that fit, legends off the data)."""
 
 from __future__ import annotations
 
 import numpy as np
+import panel as pn
 import pytest
+from bokeh.models import Legend
 
-from pocoviz.seqmem import DenseNet, capacity_estimate, random_patterns, recall
-from pocoviz.seqmem.capacity import _crossing
 from pocoviz.ui.seqmem import SeqMemView
-from tests.ui.helpers import wait_idle
+from tests.ui.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
 def view():
     v = SeqMemView()
-    wait_idle(v)
+    assert v.controller.wait_settled()
     yield v
     v.close()
 
 
-def test_playback_draws_the_rollout(view):
-    ref = recall(DenseNet(random_patterns(100, 40, seed=0), 2), 41)  # P·τ + τ steps
-    np.testing.assert_array_equal(view.rollout.states, ref.states)
-    view.t = 7
-    heat = view._heat_source.data["image"][0]
-    np.testing.assert_allclose(heat[:, :8], ref.overlaps[:8].T, rtol=1e-6)
-    assert np.isnan(heat[:, 8:]).all()  # the future is not drawn yet
-    np.testing.assert_array_equal(view._err_source.data["errors"], ref.errors[:8])
-    target_img = view._img_sources[0].data["image"][0]
-    np.testing.assert_array_equal(np.flipud(target_img).ravel(), random_patterns(100, 40, seed=0).numpy()[7])
-    assert "step <b>7</b>" in view._readout.object and "recall perfect so far" in view._readout.object
-    view.advance(100)
-    assert view.t == len(ref.errors) - 1  # stops at the end
+def by_class(view: SeqMemView, css: str):
+    found = view.__panel__().select(lambda o: css in (getattr(o, "css_classes", None) or []))
+    assert found, css
+    return found[0]
 
 
-def test_presets_reproduce_the_papers_figures(view):
-    view.preset = "Fig. 1: SeqNet fails (N 300, P 100)"
-    wait_idle(view)
-    assert view.rollout.first_error == 1 and view.N == 300 and view.P == 100
-    view.t = 3
-    assert "first error at step 1" in view._readout.object
-    view.preset = "Fig. 4A: MixedNet d = 10, τ = 5 (N 100, P 40)"
-    wait_idle(view)
-    assert view.rollout.first_error is None and view.rollout.visits()[:3] == [(0, 5), (1, 5), (2, 5)]
-    view.preset = "Digits: d = 2 fails, pseudoinverse recalls (P 40)"
-    wait_idle(view)
-    assert view.N == 64 and view.rollout.first_error is None and "rank O = 40" in view._readout.object
-    view.model = "dense"
-    wait_idle(view)
-    assert view.rollout.first_error is not None
+def figures(view: SeqMemView):
+    return [o.object for o in view.__panel__().select(pn.pane.Bokeh)]
 
 
-def test_capacity_markers_follow_the_tolerance(view):
-    assert len(view.capacity) == 35  # d = 1, 2 (N 10..100), d = 3 (N 10..40), exponential (N 6..13)
-    est = next(e for e in view.capacity if e["N"] == 50 and e["degree"] == 2)
-    ref = capacity_estimate(50, 2, n_seq=8)
-    np.testing.assert_array_equal(est["trans_ok"], ref["trans_ok"])
-    view.c = 0.1
-    rows = dict(zip(zip(view._cap_t_source.data["N"], view._cap_t_source.data["color"]), view._cap_t_source.data["P"]))
-    assert rows[(50, "#E69F00")] == pytest.approx(_crossing(ref["grid"], ref["trans_ok"], 0.9))
-    view.c = 0.4  # a looser tolerance: larger capacities, no new simulation
-    rows2 = dict(zip(zip(view._cap_t_source.data["N"], view._cap_t_source.data["color"]), view._cap_t_source.data["P"]))
-    assert rows2[(50, "#E69F00")] >= rows[(50, "#E69F00")] and view._runner.idle
+def test_the_view_draws_the_current_frame(view):
+    view.controller.t = 7
+    fr = view.controller.snapshot().frame
+    images = {f.css_classes[0]: f.renderers[0].data_source.data for f in figures(view) if f.renderers}
+    np.testing.assert_array_equal(images["pocoviz-sm-target"]["image"][0], fr.images[0])
+    np.testing.assert_array_equal(images["pocoviz-sm-heat"]["image"][0], fr.heat)
+    np.testing.assert_array_equal(images["pocoviz-sm-errors"]["errors"], fr.errors)
+    readout = by_class(view, "pocoviz-sm-readout").object
+    assert "step <b>7</b> / 41" in readout and "recall perfect so far" in readout
 
 
-def test_correlated_and_timing_views(view):
-    rates = view.corr["rates"]
-    assert (rates[("pseudoinverse", 3)] == 1.0).all()  # exact at every bias (rank = P)
-    assert rates[("plain", 3)][0] == 1.0 and rates[("plain", 3)][-1] == 0.0
-    view.correlated = "digits"
-    wait_idle(view)
-    assert view.corr["family"] == "digits" and view.corr["rates"][("plain", "exp")][0] == 1.0
-    np.testing.assert_array_equal(view.timing[10], np.arange(1, 9))  # d = 10 dwells exactly τ
-    assert not np.allclose(view.timing[2], np.arange(1, 9))
+def test_number_boxes_show_their_bounds_and_the_value_used(view):
+    """Issue 15, defect 7: P = 5000 typed in its box was silently ignored."""
+    box = by_class(view, "pocoviz-sm-P")
+    assert "[2–400]" in box.label and box.start is None and box.end is None  # the browser passes any value on
+    box.value = 5000
+    wait_for(lambda: box.value == 400, 10, "the box to show the value used")
+    assert view.controller.P == 400
+    assert by_class(view, "pocoviz-sm-notice").object == "P = 5000 is above the maximum 400: using 400"
+    box.value = -3
+    wait_for(lambda: box.value == 2, 10, "the box to show the value used")
+    assert "below the minimum 2" in by_class(view, "pocoviz-sm-notice").object
+    box.value = 40
+    assert view.controller.P == 40 and by_class(view, "pocoviz-sm-notice").object == ""
+    assert view.controller.wait_settled()
+
+
+def test_the_preset_selector_says_custom_once_a_setting_differs(view):
+    """Issue 15, defect 7: a preset's name stayed selected after its settings changed."""
+    select = by_class(view, "pocoviz-sm-preset")
+    select.value = "Fig. 1: SeqNet fails (N 300, P 100)"
+    assert view.controller.N == 300 and by_class(view, "pocoviz-sm-P").value == 100
+    by_class(view, "pocoviz-sm-seed").value = 4
+    assert select.value == "custom" and view.controller.seed == 4
+    assert view.controller.wait_settled()
+
+
+def test_titles_fit_and_legends_sit_outside_the_data(view):
+    """Issue 15, defect 6: cut-off titles (the correlated-patterns title ran past its figure) and
+    legends drawn over the data."""
+    assert view.controller.wait_settled()
+    figs = {f.css_classes[0]: f for f in figures(view)}
+    for name in ("pocoviz-sm-capacity", "pocoviz-sm-correlated", "pocoviz-sm-timing"):
+        f = figs[name]
+        assert len(f.title.text) * 6.6 <= f.width - 40, f.title.text  # 12 px bold: about 6.6 px a character
+        assert [r for r in f.right if isinstance(r, Legend)] and not [r for r in f.center if isinstance(r, Legend)], name
+    assert figs["pocoviz-sm-heat"].yaxis[0].ticker.desired_num_ticks <= 6

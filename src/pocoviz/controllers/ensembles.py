@@ -175,6 +175,10 @@ class EnsemblesController(Controller):
     def _on_simulate(self) -> None:
         self._restart_simulation()
 
+    @param.depends("notice", watch=True)
+    def _on_notice(self) -> None:
+        self.changed()
+
     # ------------------------------------------------------------------ jobs
     def _store(self, job: Job, **values: Any) -> None:
         """Store results of ``job`` unless a newer job replaced it, then tell the view."""
