@@ -1,5 +1,6 @@
 """Warm the server in the background: import the plotting stack, load the demo corpus, compile
-Datashader's kernels (numba, ~1.4 s on first use) while the browser is still loading BokehJS."""
+Datashader's kernels (numba compiles them on first use, which would hold up the first raster) while the
+browser is still loading BokehJS."""
 
 from __future__ import annotations
 
