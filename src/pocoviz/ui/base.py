@@ -75,7 +75,7 @@ class TabView(pn.viewable.Viewer):
         self._location = loc
         self.controller.apply_url(query_of(loc.search))
         self._write_url()
-        self.controller.param.watch(lambda event: self._on_loop(self._write_url), list(self.controller.url.params))
+        self.controller.param.watch(lambda *events: self._on_loop(self._write_url), list(self.controller.url.params))
 
     def _write_url(self) -> None:
         """Put the controller's settings into the page URL, keeping other tabs' keys."""
