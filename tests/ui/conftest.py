@@ -89,7 +89,8 @@ def write_test_checkpoints(folder: Path) -> None:
 
 
 def _serve(cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Iterator[str]:
-    """Run ``cmd`` until ``/liveness`` answers, yield the app's URL, stop it (its log printed on tracebacks)."""
+    """Run ``cmd`` until ``/liveness`` answers, yield the app's URL, stop it; fail if it printed a
+    traceback or an error after the last test's check."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
     with open(log, "wb") as fh:

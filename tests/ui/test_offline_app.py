@@ -1,5 +1,7 @@
 """Offline: however the app is started, no request leaves loopback and the page is styled by CSS
-that the app's own server sent."""
+that the app's own server sent. Quiet: every tab, opened by its link, draws with no warning or error
+in the browser's console and no traceback or error on the server (the ``page`` fixture and
+``no_server_traceback`` check both when each test ends)."""
 
 from __future__ import annotations
 
@@ -44,3 +46,17 @@ def test_pocoviz_serve_loads_everything_from_its_own_server(pocoviz_url, page):
 def test_panel_serve_app_loads_everything_from_its_own_server(app_url, page):
     """``panel serve app/app.py``."""
     _assert_offline_and_styled(page, app_url)
+
+
+TABS = ["Recordings", "Forecast", "Embeddings", "Ensembles", "Sequence memory", "Transformer limits"]
+
+
+@pytest.mark.parametrize("index", range(len(TABS)), ids=TABS)
+def test_every_tab_opens_by_its_link_and_draws_quietly(app_url, page, index):
+    """Issue 15, defect 10: no console noise (Choices' allowHTML deprecation from every label or model
+    picker, Bokeh's range and log-axis warnings) and no server traceback, tab by tab."""
+    page.goto(f"{app_url}?tab={index}", wait_until="domcontentloaded")
+    expect(page.locator(".bk-tab.bk-active", has_text=TABS[index])).to_be_visible(timeout=60_000)
+    expect(page.locator("canvas:visible").first).to_be_visible(timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('.pocoviz-loading')", timeout=60_000)
+    page.wait_for_timeout(5000)  # background work of the tab lands (theory curves, first forecasts, sweeps)
