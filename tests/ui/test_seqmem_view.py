@@ -77,5 +77,5 @@ def test_titles_fit_and_legends_sit_outside_the_data(view):
     for name in ("pocoviz-sm-capacity", "pocoviz-sm-correlated", "pocoviz-sm-timing"):
         f = figs[name]
         assert len(f.title.text) * 6.6 <= f.width - 40, f.title.text  # 12 px bold: about 6.6 px a character
-        assert [r for r in f.right if isinstance(r, Legend)] and not [r for r in f.center if isinstance(r, Legend)], name
+        assert [r for r in f.below if isinstance(r, Legend)] and not [r for r in f.center if isinstance(r, Legend)], name
     assert figs["pocoviz-sm-heat"].yaxis[0].ticker.desired_num_ticks <= 6

@@ -39,7 +39,7 @@ IMG = 150
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 #: the numeric settings typed into boxes: (parameter, label, width, step)
 BOXES = (("degree", "d (degree)", 250, 1), ("P", "P (sequence length)", 250, 1), ("bias", "ε (bias, biased patterns)", 250, 0.05),
-         ("tau", "τ (MixedNet)", 120, 1), ("lam", "λ (MixedNet)", 120, 0.1), ("flip", "cue bits flipped", 120, 1), ("seed", "seed", 120, 1))  # fmt: skip
+         ("tau", "τ (MixedNet)", 120, 1), ("lam", "λ (MixedNet)", 120, 0.1), ("flip", "cue flips", 120, 1), ("seed", "seed", 120, 1))  # fmt: skip
 
 
 class SeqMemView(TabView):
@@ -217,7 +217,7 @@ class SeqMemView(TabView):
         self._err_fig.step("t", "errors", source=self._err_source, color="#d62728", line_width=2, mode="center")
         # capacity: theory lines always there, so the log axis is never empty
         self._cap_fig = figure(
-            width=600, height=340, title="capacity vs N", x_axis_label="N (neurons)", y_axis_label="patterns P", y_axis_type="log",
+            width=600, height=400, title="capacity vs N", x_axis_label="N (neurons)", y_axis_label="patterns P", y_axis_type="log",
             tools=TOOLS, css_classes=["pocoviz-sm-capacity"], x_range=Range1d(0, 105),
         )  # fmt: skip
         for d, Ns in ((1, np.arange(10, 101)), (2, np.arange(10, 101)), (3, np.arange(10, 41)), ("exp", np.arange(6, 21))):
@@ -232,25 +232,27 @@ class SeqMemView(TabView):
         self._cap_fig.scatter("N", "P", source=self._cap_s_source, color="color", size=8, marker="triangle", fill_alpha=0.3, legend_label="simulated P_S")
         # correlated patterns
         self._corr_fig = figure(
-            width=440, height=340, title="exact transitions", x_axis_label="", y_axis_label="fraction of exact transitions",
+            width=440, height=380, title="exact transitions", x_axis_label="", y_axis_label="fraction of exact transitions",
             tools=TOOLS, x_range=Range1d(0, 1), y_range=Range1d(-0.03, 1.05), css_classes=["pocoviz-sm-correlated"],
         )  # fmt: skip
         self._corr_source = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": [], "dash": []})
         self._corr_fig.multi_line("xs", "ys", source=self._corr_source, color="color", line_dash="dash", line_width=2, legend_field="label")
         # MixedNet timing
         self._timing_fig = figure(
-            width=440, height=340, title="MixedNet dwell vs τ (N 100, P 20, λ 2.5)", x_axis_label="τ (steps per pattern)",
+            width=440, height=380, title="MixedNet dwell vs τ (N 100, P 20, λ 2.5)", x_axis_label="τ (steps per pattern)",
             y_axis_label="mean dwell (steps)", tools=TOOLS, x_range=Range1d(0.5, 8.5), y_range=Range1d(0, 9), css_classes=["pocoviz-sm-timing"],
         )  # fmt: skip
         self._timing_fig.line([1, 8], [1, 8], color="#bbbbbb", line_dash="dotted", legend_label="dwell = τ")
         self._timing_source = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
         self._timing_fig.multi_line("xs", "ys", source=self._timing_source, color="color", line_width=2.5, legend_field="label")
-        for f in (self._cap_fig, self._corr_fig, self._timing_fig):
+        for f, ncols in ((self._cap_fig, 4), (self._corr_fig, 3), (self._timing_fig, 2)):
             f.title.text_font_size = "12px"
             legend = f.legend[0]
             legend.label_text_font_size = "10px"
+            legend.ncols = ncols
             legend.padding, legend.spacing, legend.margin = 2, 0, 2
-            f.add_layout(legend, "right")  # outside: the data stay visible
+            legend.glyph_width = 18
+            f.add_layout(legend, "below")  # outside: the data stay visible
 
     def _box(self, name: str, label: str, width: int, step: float) -> pn.widgets.Widget:
         """A number box for the controller's setting ``name``, its bounds in the label. The box has
@@ -307,7 +309,7 @@ class SeqMemView(TabView):
             "Polynomial DenseNets store ~N^d/(2(2d−1)!! log N) transitions, the exponential one ~β^(N−1)/(2 log N) with "
             "β = e²/cosh 2 ≈ 1.964 (Chaudhry, Zavatone-Veth, Krotov & Pehlevan, *Long Sequence Hopfield Memory*, NeurIPS 2023). "
             "Capacity markers: largest P whose success rate over 8 random sequences is ≥ 1 − c.",
-            css_classes=["pocoviz-sm-explain"], width=440, styles={"font-size": "12px"},
+            css_classes=["pocoviz-sm-explain"], width=310, styles={"font-size": "12px"},
         )  # fmt: skip
         images = pn.Row(*[pn.pane.Bokeh(f, width=IMG + 10, height=IMG + 35) for f in self._img_figs])
         bokeh = lambda f: pn.pane.Bokeh(f, width=f.width + 10, height=f.height + 10)  # noqa: E731
@@ -317,8 +319,9 @@ class SeqMemView(TabView):
             images,
             pn.pane.Bokeh(self._heat_fig, sizing_mode="stretch_width", height=260),
             pn.pane.Bokeh(self._err_fig, sizing_mode="stretch_width", height=160),
-            pn.FlexBox(bokeh(self._cap_fig), bokeh(self._corr_fig), bokeh(self._timing_fig), explain),
+            # fixed rows that fit 1280 px beside the sidebar (a FlexBox here drew these figures squashed)
+            pn.Row(bokeh(self._cap_fig), explain),
+            pn.Row(bokeh(self._corr_fig), bokeh(self._timing_fig)),
             sizing_mode="stretch_width",
-            min_width=0,
         )
         return pn.Row(controls, plots, sizing_mode="stretch_width", css_classes=["pocoviz-seqmem"])
