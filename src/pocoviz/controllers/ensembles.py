@@ -300,10 +300,7 @@ class EnsemblesController(Controller):
                 if np.isfinite(ls) and abs(ell - ls) < 0.1:
                     why = f"near the crossover ℓ* = {ls:.2f}, where bias and Var/K are both of size"
                 elif fitted < theory:
-                    why = (
-                        f"{n}: too few for the N ≫ 1 law (κ ∝ N^−α); "
-                        f"the slope steepens with M (last step {local:.2f}) towards s(ℓ)"
-                    )
+                    why = f"{n}: too few for the N ≫ 1 law (κ ∝ N^−α); the slope steepens with M (last step {local:.2f}) towards s(ℓ)"
                 else:
                     why = f"{n}: the spectrum is cut at D = {int(sc['D'])}, steepening the fit"
             rows.append(ScalingRow(float(ell), fitted, theory, local, float(sc["N_min"][i]), float(sc["N_max"][i]), agrees, why))
