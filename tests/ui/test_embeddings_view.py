@@ -1,160 +1,205 @@
-"""The Embeddings tab's view-model without a browser: tables, layouts, linked selection,
-separation numbers against shuffled labels."""
+"""The Embeddings tab's figures without a browser: what the view draws from its controller's
+snapshots (layout, colours and their legend or colour bar, hovers, the selection highlight, the
+position map's frame), driven through the controller's public methods (issue 15, defect 3)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import holoviews as hv
 import numpy as np
 import pytest
+from bokeh.models import HoverTool
 
-from pocoviz.embeddings import region_separation, unit_embeddings
-from pocoviz.ui.embeddings import ALL, EmbeddingsView
-from tests.ui.helpers import wait_for
+from pocoviz.ui.embeddings import ALL, EmbeddingsView, unit_colors
 
 
 @pytest.fixture(scope="module")
 def view(ui_data_dir):
     v = EmbeddingsView(str(ui_data_dir))
-    v.session = "worm/worm0"
-    wait_for(lambda: "pca" in v._xy and hasattr(v, "separation") and v.separation["n"] < 200, what="worm0 PCA and separation")
+    v.controller.session = "worm/worm0"
+    assert v.controller.wait_idle(120)
+    v.render(v.controller.snapshot())
     yield v
     v.close()
 
 
+def _glyph_figure(pane_object):
+    """A Bokeh figure of what the pane shows now (a static copy: not attached to the view's streams)."""
+    return hv.render(pane_object[()] if isinstance(pane_object, hv.DynamicMap) else pane_object, backend="bokeh")
+
+
 def test_checkpoints_with_unit_embeddings_only(view):
-    assert "poco_demo" in view.param.model.objects
-    assert "mlp_demo" not in view.param.model.objects and "nlinear_demo" not in view.param.model.objects
-    assert "data:models/mismatched" in view.param.model.objects  # a POCO card under the data directory
-    assert view.param.session.objects[0] == ALL and "zebrafish/fish0" in view.param.session.objects
+    c = view.controller
+    keys = list(c.param.model.objects.values()) if isinstance(c.param.model.objects, dict) else c.param.model.objects
+    assert "poco_demo" in keys
+    assert "mlp_demo" not in keys and "nlinear_demo" not in keys
+    assert "data:models/mismatched" in keys  # a POCO card under the data directory
+    assert c.param.session.objects[0] == ALL and "zebrafish/fish0" in c.param.session.objects
 
 
-def test_layout_and_colours_follow_the_table(view):
-    emb = view._emb
-    assert emb.sizes["unit"] == 112 and set(emb["session"].values) == {"worm/worm0"}
-    data = view._scatter_pipe.data
-    np.testing.assert_allclose(np.c_[data["emb_x"], data["emb_y"]], view._xy.get(view.reducer, view._xy["pca"]))
-    assert list(data["region"]) == list(emb["region"].values)
-    view.color_by = "label"
-    assert list(view._scatter_pipe.data["group"]) == list(emb["label"].values)
-    view.color_by = "region"
-    wait_for(lambda: "umap" in view._xy, what="the UMAP layout")  # computed (or read) in the background
-    view.reducer = "umap"
-    np.testing.assert_allclose(view._scatter_pipe.data["emb_x"], view._xy["umap"][:, 0])
+def test_layout_and_colours_follow_the_snapshot(view):
+    c = view.controller
+    snap = c.snapshot()
+    data = view.scatter_pipe.data
+    np.testing.assert_allclose(np.c_[data["emb_x"], data["emb_y"]], snap.xy)
+    assert list(data["region"]) == list(snap.table["region"].values) and view.scatter_caption.object == "UMAP layout of 112 units"
+    c.color_by = "label"
+    snap = c.snapshot()
+    colors = view.scatter_pipe.data["color"]
+    for g in set(snap.groups):  # one colour per label
+        assert len(set(colors[snap.groups == g])) == 1
+    c.reducer = "pca"
+    assert view.scatter_caption.object == "PCA layout of 112 units"
+    np.testing.assert_allclose(view.scatter_pipe.data["emb_x"], c.snapshot().xy[:, 0])
+    c.param.update(color_by="region", reducer="umap")
 
 
-def test_torch_umap_is_computed_when_chosen_and_shown(view):
-    from pocoviz.embeddings import torch_umap_layout
-    from pocoviz.ui.embeddings import _on_gpu, reducer_options
-
-    assert "umap-torch" in reducer_options().values()
-    if not _on_gpu():  # on a CPU it costs seconds: only computed when asked for
-        assert "umap-torch" not in view._xy and not view._torch_started
-    view.reducer = "umap-torch"
-    wait_for(lambda: "umap-torch" in view._xy, what="the torch UMAP layout")
-    xy = view._xy["umap-torch"]
-    if not _on_gpu():  # deterministic on the CPU: the same layout as the library's
-        np.testing.assert_array_equal(xy, torch_umap_layout(view._emb["embedding"].values, seed=0))
-    np.testing.assert_allclose(np.c_[view._scatter_pipe.data["emb_x"], view._scatter_pipe.data["emb_y"]], xy)
-    assert "torch UMAP of 112 units" in view._status_pane.object and not view._torch_progress.visible
-    view.reducer = "umap"
+def test_hovers_show_unit_label_region_session_score_only(view):
+    """Defect 3: the tooltip listed internal fields (color, group, emb_x)."""
+    tips = []
+    for pane in (view.scatter_pane, view.map_pane):
+        fig = _glyph_figure(pane.object)
+        tips += [[name for name, _ in t.tooltips] for t in fig.tools if isinstance(t, HoverTool)]
+    assert tips == [["unit", "label", "region", "session", "score"], ["unit", "label", "region", "session"]]
+    assert set(view.scatter_pipe.data["score"]) == {"–"}  # no score yet: a dash, not NaN
 
 
-def test_selection_links_layout_map_and_traces(view):
-    emb = view._emb
-    view._on_scatter_select([3, 7, 20])
-    assert view._selected == [3, 7, 20]
-    marks = view._map_marks_pipe.data
-    np.testing.assert_allclose(marks["pos_x"], emb["x"].values[[3, 7, 20]])
-    paths = view._traces_pipe.data
-    assert len(paths) == 3
-    rec = view._recordings["worm/worm0"]
-    np.testing.assert_allclose(paths[1]["offset"], rec["activity"].values[:, int(emb["unit_index"].values[7])] - 4.0)
-    assert "3 selected" in view._selection_info.object
-    # a selection on the map marks the same units in the layout
-    rows = view._map_rows
-    view._on_map_select([0, 2])
-    assert view._selected == [int(rows[0]), int(rows[2])]
-    xy = view._xy[view.reducer]
-    np.testing.assert_allclose(view._marks_pipe.data["emb_x"], xy[view._selected, 0])
+def test_legend_lists_the_colours_and_score_gets_a_colour_bar(view):
+    """Defect 3: no legend for region/session/dataset/label colours and no colour bar for score."""
+    c = view.controller
+    snap = c.snapshot()
+    colors = unit_colors(snap)
+    legend = view.legend.object
+    assert "colour: region" in legend
+    for name, count in snap.legend:
+        color = colors[snap.groups == name][0]
+        assert f"<span style='color:{color}'>●</span> {name or '(none)'} <span style='color:#777'>{count}</span>" in legend
+    c.color_by = "score"
+    assert "per-unit forecast score" in view.legend.object and "linear-gradient" in view.legend.object
+    assert c.wait_idle(120)
+    snap = c.snapshot()
+    lo, hi = snap.score_range
+    assert f"≤ {lo:.2f}" in view.legend.object and f"≥ {hi:.2f}" in view.legend.object
+    data = view.scatter_pipe.data
+    best, worst = int(np.nanargmax(snap.scores)), int(np.nanargmin(snap.scores))
+    assert data["color"][best] != data["color"][worst] and data["score"][best] == f"{snap.scores[best]:.3f}"
+    c.color_by = "region"
 
 
-def test_separation_numbers_match_the_library(view):
-    sep = view.separation
-    emb = unit_embeddings(view._model, ["worm/worm0"], recordings=view._recordings)
-    keep = emb["region"].values != ""
-    ref = region_separation(emb["embedding"].values[keep], emb["region"].values[keep], n_shuffles=200, seed=0)
-    assert sep["score"] == pytest.approx(ref["score"]) and sep["null_p95"] == pytest.approx(ref["null_p95"])
-    assert f"{sep['score']:.4f}" in view._separation.object and "200 label shuffles" in view._separation.object
-    matrix = view._heat_data
-    assert list(matrix.region.values) == sorted(set(emb["region"].values[keep]))
-    assert np.nanmin(matrix.values) == 0 and np.nanmax(matrix.values) == 1  # row-normalised
+def test_progress_of_a_running_job_is_shown(view):
+    """Defect 3: score colouring used to stay grey with no sign of progress."""
+    c = view.controller
+    gate = threading.Event()
+
+    def work(job):
+        job.report(0.4, "per-unit forecast scores: worm/worm0 (1 of 1 sessions)")
+        gate.wait(10)
+
+    c.jobs.start("test-lane", work)
+    try:
+        deadline = time.monotonic() + 10
+        while c.snapshot().progress.get("test-lane", (None,))[0] != 0.4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        view.render_progress(c.snapshot())
+        assert view.progress.visible and view.progress.value == 40
+        assert "worm/worm0 (1 of 1 sessions) (40%)" in view.status.object
+    finally:
+        gate.set()
+    assert c.wait_idle(20)
+    view.render_progress(c.snapshot())
+    assert not view.progress.visible
 
 
-def test_colour_by_per_unit_forecast_score(view):
-    from pocoviz.forecast import ForecastCorpus, evaluate
+def test_selection_is_a_highlight_in_the_units_colours(view):
+    """Defect 3: the selection was drawn as black rings (a black block for a large selection)."""
+    c = view.controller
+    c.select([3, 7, 20])
+    snap = c.snapshot()
+    colors = unit_colors(snap)
+    marks = view.marks_pipe.data
+    np.testing.assert_allclose(marks["emb_x"], snap.xy[[3, 7, 20], 0])
+    assert list(marks["color"]) == list(colors[[3, 7, 20]])
+    assert set(view.scatter_pipe.data["alpha"]) == {0.25}  # the rest fades
+    fig = _glyph_figure(view.scatter_pane.object)
+    mark_glyph = fig.renderers[-1].glyph
+    assert mark_glyph.fill_alpha == 1.0 and mark_glyph.line_width <= 1.0 and mark_glyph.line_color != "black"
+    assert getattr(mark_glyph.fill_color, "field", mark_glyph.fill_color) in ("color", colors[3])  # a column, or one colour for all
+    map_marks = view.map_marks_pipe.data
+    np.testing.assert_allclose(map_marks["pos_x"], snap.table["x"].values[[3, 7, 20]])
+    assert len(view.traces_pipe.data) == 3 and "3 selected" in view.selection_info.object
+    c.select_on_map([0, 2])
+    rows = snap.map_rows
+    assert c.selected == sorted([int(rows[0]), int(rows[2])])
+    c.select([])
+    assert set(view.scatter_pipe.data["alpha"]) == {1.0} and len(view.marks_pipe.data["emb_x"]) == 0
 
-    assert not np.isfinite(view._scores).any()  # computed only once asked for
-    view.color_by = "score"
-    wait_for(lambda: np.isfinite(view._scores).any(), what="per-unit scores")
-    corpus = ForecastCorpus({"worm/worm0": view._recordings["worm/worm0"]}, strides={"train": 1, "val": 4, "test": 4})
-    want = evaluate(view._model, corpus, "test", device="cpu").session("worm/worm0").per_unit_score
-    np.testing.assert_allclose(view._scores, want, rtol=1e-6)
-    view._send_scatter()
-    data = view._scatter_pipe.data
-    np.testing.assert_allclose(data["score"], np.round(want, 4))
-    best, worst = int(np.nanargmax(want)), int(np.nanargmin(want))
-    assert data["color"][best] != data["color"][worst]
-    view.color_by = "region"
+
+def test_all_sessions_map_draws_one_frame_with_a_note(view):
+    """Defect 3: with all sessions the map mixed every species' coordinate frame on one axis."""
+    c = view.controller
+    c.session = ALL
+    try:
+        snap = c.snapshot()
+        data = view.map_pipe.data
+        assert set(data["session"]) == set(snap.map_sessions) and {s.split("/")[0] for s in data["session"]} == {snap.map_dataset}
+        assert view.map_caption.object.startswith(f"{snap.map_dataset}: ")
+        assert view.map_select.visible and set(view.map_select.options.values()) == {"", *snap.map_datasets}
+        assert "other coordinate frames" in view.map_note.object and view.map_note.visible
+        c.map_dataset = "mouse"
+        assert {s.split("/")[0] for s in view.map_pipe.data["session"]} == {"mouse"}
+    finally:
+        c.param.update(map_dataset="", session="worm/worm0")
+        assert c.wait_idle(120)
+    assert not view.map_select.visible and not view.map_note.visible
 
 
 def test_large_sets_go_through_datashader(view, monkeypatch):
     import pocoviz.ui.embeddings as mod
 
     monkeypatch.setattr(mod, "DATASHADE_ABOVE", 50)  # worm0 has 112 units
-    view._send_scatter()
-    assert view._scatter_pane.object is not view._scatter_glyphs
-    import holoviews as hv
-
-    image = view._scatter_pane.object[()]  # the datashaded layout, aggregated once
+    view.render(view.controller.snapshot())
+    view.controller.reducer = "pca"  # a new layout revision: redrawn
+    assert view.scatter_pane.object is not view.scatter_figure
+    image = view.scatter_pane.object[()]  # the datashaded layout, aggregated once
     alpha = np.asarray(image.dimension_values(image.vdims[-1], flat=False))
     assert isinstance(image, hv.RGB) and (alpha > 0).sum() > 50  # points drawn into the image
     monkeypatch.setattr(mod, "DATASHADE_ABOVE", 20_000)
-    view._send_scatter()
-    assert view._scatter_pane.object is view._scatter_glyphs
+    view.controller.reducer = "umap"
+    assert view.scatter_pane.object is view.scatter_figure
 
 
 def test_session_embeddings_panel(view):
-    import holoviews as hv
-
-    plot = view._sessions_pane.object
+    plot = view.sessions_pane.object
     points = next(el for el in plot if isinstance(el, hv.Points))
-    assert list(points.dimension_values("session")) == [s.name for s in view._model.sessions]
+    assert list(points.dimension_values("session")) == [s.name for s in view.controller.loaded_model.sessions]
     assert set(points.dimension_values("dataset")) == {"zebrafish", "mouse", "worm"}
 
 
 def test_duplicated_labels_keep_their_colour_and_are_marked(tmp_path, monkeypatch):
     """A checkpoint whose worm session names URADL twice: the table flags both rows, colouring by
     label gives both URADL's colour, hovers and the selection say they are duplicates."""
-    import pocoviz.ui.embeddings as mod
+    import pocoviz.controllers.embeddings as ctrl_mod
     from pocoviz.forecast import SessionInfo, build_model, save_model
 
     labels = ("URADL", "AVAL", "URADL", "", "AVAR", "RIML")
     poco = build_model("POCO", [SessionInfo("worm/dup", 6, "worm", labels=labels)], dim=16, hidden=32, self_heads=2, dim_head=8)
     save_model(poco, tmp_path / "models" / "dup")
-    monkeypatch.setattr(mod, "embedding_models", lambda data_dir: {"dup": "data:models/dup"})
-    monkeypatch.setattr(EmbeddingsView, "_umap_job", lambda self, gen: None)  # no UMAP of 6 points
+    monkeypatch.setattr(ctrl_mod, "embedding_models", lambda data_dir: {"dup": "data:models/dup"})
+    monkeypatch.setattr(ctrl_mod.EmbeddingsController, "_umap_job", lambda self, st, job: None)  # no UMAP of 6 points
     v = EmbeddingsView(str(tmp_path))
     try:
-        wait_for(lambda: "pca" in v._xy, what="the PCA layout")
-        emb = v._emb
-        assert emb["label_duplicate"].values.tolist() == [True, False, True, False, False, False]
-        v.color_by = "label"
-        data = v._scatter_pipe.data
-        assert list(data["group"]) == list(labels)
+        c = v.controller
+        assert c.wait_idle(60)
+        assert c.table["label_duplicate"].values.tolist() == [True, False, True, False, False, False]
+        c.color_by = "label"
+        data = v.scatter_pipe.data
         assert data["color"][0] == data["color"][2] != data["color"][1]
         assert list(data["label"]) == ["URADL (dup #0)", "AVAL", "URADL (dup #2)", "", "AVAR", "RIML"]
-        v.select([0, 1])
-        assert "duplicated label: URADL in worm/dup (units 0, 2)" in v._selection_info.object
-        v.select([1, 4])
-        assert "duplicated" not in v._selection_info.object
+        c.select([0, 1])
+        assert "duplicated label: URADL in worm/dup (units 0, 2)" in v.selection_info.object
+        c.select([1, 4])
+        assert "duplicated" not in v.selection_info.object
     finally:
         v.close()
