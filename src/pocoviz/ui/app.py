@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import panel as pn
+from bokeh.models import CustomJS
 
 import pocoviz
 from pocoviz.backend import BackendError, get_device
 from pocoviz.controllers.sources import data_dir_from_env
+from pocoviz.serving import ignore_writes_to_closed_websockets
 
 from .theme import APP_CSS
 from .warmup import start_warmup, wait_warmup
@@ -119,7 +121,7 @@ if (!proto._pocoviz_quiet_render) {
 """
 
 
-def _sidebar(data_dir: str | None) -> pn.pane.Markdown:
+def _sidebar(data_dir: str | None) -> pn.pane.HTML:
     try:
         device = str(get_device())
     except BackendError as exc:
@@ -172,11 +174,7 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
     if served:
         serve_resources_locally()  # before the page is rendered: it is, once this session exists
-        from bokeh.models import CustomJS
-
-        from pocoviz.serving import ignore_writes_to_closed_websockets
-
-        ignore_writes_to_closed_websockets()
+        ignore_writes_to_closed_websockets()  # a browser that leaves mid-stream is not a traceback
         pn.state.curdoc.js_on_event("document_ready", CustomJS(code=CHOICES_ALLOW_HTML_JS))
         # send the page at once and build the open view once the browser is connected (a link may
         # open any tab: ?tab=2); tabs opened before that show a placeholder until then
