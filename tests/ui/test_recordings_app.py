@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.sync_api import expect
@@ -142,3 +143,62 @@ def test_the_position_map_never_shows_another_recordings_units(app_url, page, sc
     page.screenshot(path=str(screenshot_dir / "recordings_map_after_switch.png"), full_page=True)
     assert 1500 not in sizes and 40 in sizes, sizes
     assert page.external_requests == []
+
+
+#: every titled Bokeh plot: its title's width in its font against the room it has (from the plot
+#: frame's left edge to the canvas' right edge, less a toolbar drawn above it)
+TITLES_FIT_JS = """() => {
+  const ctx = document.createElement('canvas').getContext('2d');
+  const out = [];
+  for (const doc of Bokeh.documents) for (const m of doc.all_models) {
+    if (m.title == null || typeof m.title !== 'object' || !m.title.text || m.toolbar_location === undefined) continue;
+    const view = Bokeh.index.find_one(m);
+    if (view == null || view.bbox == null || view.bbox.width === 0) continue;
+    const t = m.title;
+    ctx.font = `${t.text_font_style} ${t.text_font_size} ${t.text_font}`;
+    let room = view.bbox.width - view.frame.bbox.left;
+    if (m.toolbar_location === 'above') room -= 30 * m.toolbar.tools.length;
+    out.push({text: t.text, need: Math.round(ctx.measureText(t.text).width), room: Math.round(room)});
+  }
+  return out; }"""
+
+
+def test_at_1280x800_titles_fit_and_nothing_overflows(app_url, new_page, screenshot_dir):
+    """Issue 15 defect 6: the raster's, traces' and map's titles ran under their toolbars."""
+    page = new_page(viewport={"width": 1280, "height": 800})
+    open_app(page, app_url)
+    wait_for_title(page, "zebrafish/fish0: 1500 units")
+    page.wait_for_timeout(1000)
+    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert scroll_width <= inner_width
+    titles = page.evaluate(TITLES_FIT_JS)
+    assert len(titles) >= 3 and all(t["need"] <= t["room"] for t in titles), [t for t in titles if t["need"] > t["room"]]
+    page.screenshot(path=str(screenshot_dir / "recordings_1280x800.png"))
+
+
+def test_a_link_reproduces_the_view_in_a_new_browser(app_url, new_page):
+    """Source, session, selection, projection and time window travel in the link (?tab=0&rec_...)."""
+    page = new_page()
+    open_app(page, f"{app_url}?tab=0")
+    page.locator(".pocoviz-source select").select_option(label="good.nc")
+    wait_for_title(page, "testfish/good: 40 units × 400 frames")
+    page.locator(".pocoviz-select_by button", has_text="index").click()
+    unit_input = page.locator(".pocoviz-unit_ids input")
+    unit_input.fill("3-5, 17")
+    unit_input.press("Enter")
+    expect(page.locator(".pocoviz-selection")).to_contain_text("4 unit(s) shown", timeout=20_000)
+    start = page.locator(".pocoviz-window-start input")
+    start.fill("20")
+    start.press("Enter")
+    page.wait_for_function("() => window.location.search.includes('rec_t=')", timeout=20_000)
+    page.wait_for_function("() => window.location.search.includes('rec_units=')", timeout=20_000)
+    query = {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+    assert query["tab"] == "0" and query["rec_src"] == "good.nc" and query["rec_by"] == "index" and query["rec_units"] == "3-5, 17"
+    assert query["rec_t"].startswith("20"), query
+    other = new_page()  # a new browser context: no cookies, no history
+    open_app(other, page.url)
+    wait_for_title(other, "testfish/good: 40 units × 400 frames")
+    expect(other.locator(".pocoviz-selection")).to_contain_text("4 unit(s) shown", timeout=20_000)
+    expect(other.locator(".pocoviz-unit_ids input")).to_have_value("3-5, 17")
+    expect(other.locator(".pocoviz-window-start input")).to_have_value(re.compile(r"^20(\.0+)?$"))
+    other.wait_for_function(f"() => ({SOURCES_JS})()['{TRACES_KEYS}'] === 4", timeout=20_000)

@@ -1,0 +1,239 @@
+"""The Recordings tab's controller without a browser: sources, sessions, the trace selection, the
+time window, the position map's data, errors, and its settings in links."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pocoviz.controllers.recordings import RecordingsController, parse_unit_ids, prepare_session
+from pocoviz.controllers.sources import DEMO_KEY, SourceCache, list_sources
+from pocoviz.recordings import RecordingError, make_recording, save_recording
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", []),
+        ("3", [3]),
+        ("0-3, 7", [0, 1, 2, 3, 7]),
+        ("5 5 2-3", [5, 2, 3]),
+        ("1,\n2", [1, 2]),
+        ("x", ValueError("not a unit id")),
+        ("4-2", ValueError("bad range")),
+        ("0-100000", ValueError("bad range")),
+    ],
+)
+def test_parse_unit_ids(text, expected):
+    if isinstance(expected, Exception):
+        with pytest.raises(type(expected), match=str(expected)):
+            parse_unit_ids(text)
+    else:
+        assert parse_unit_ids(text) == expected
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    ds = make_recording(
+        rng.standard_normal((200, 12)),
+        sampling_rate_hz=4.0,
+        species="fly",
+        session="a",
+        region=["r1"] * 5 + ["r2"] * 4 + [""] * 3,
+        label=["n0", "n1", "", "", "", "m0", "", "", "", "", "", ""],
+        x=rng.uniform(0, 10, 12),
+        y=rng.uniform(0, 10, 12),
+        z=rng.uniform(0, 10, 12),
+        units="z-score",
+    )
+    save_recording(ds, folder / "sub" / "fly_a.nc")
+    nopos = make_recording(rng.standard_normal((50, 3)), sampling_rate_hz=1.0, species="fly", session="b", units="dF/F")
+    save_recording(nopos, folder / "nopos.nc")
+    (folder / "broken.nc").write_text("not netcdf")
+    return folder
+
+
+def test_selects_units_by_region_label_and_id(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    c.source = "sub/fly_a.nc"
+    snap = c.snapshot()
+    assert snap.session == "fly/a" and snap.raster_title == "fly/a: 12 units × 200 frames (z-score)"
+    # regions in display order, unknown last; bands cover every row once
+    assert [b.region for b in snap.prepared.bands] == ["r1", "r2", "(no region)"]
+    assert sorted(snap.prepared.order.tolist()) == list(range(12))
+    c.region, c.n_traces = "r2", 2
+    snap = c.snapshot()
+    assert len(snap.units) == 2 and all(5 <= u < 9 for u in snap.units) and snap.selection == "2 unit(s) shown"
+    assert [name for _, name in snap.trace_ticks] == [t["unit"] for t in snap.traces] and len(snap.traces) == 2
+    c.select_by, c.labels = "label", ["m0", "n1"]
+    assert c.snapshot().units == (5, 1)
+    c.select_by, c.unit_ids = "index", "0-2, 11"
+    assert c.snapshot().units == (0, 1, 2, 11)
+    c.unit_ids = "12"
+    snap = c.snapshot()
+    assert snap.units == () and "no unit with id [12]" in snap.selection and snap.traces == ()
+    assert set(c.param.projection.objects) == {"x–y", "x–z", "y–z"}
+    c.projection = "y–z"
+    snap = c.snapshot()
+    assert snap.map_kind == "points" and snap.map["axes"] == ("y", "z") and len(snap.map["pos_a"]) == 12
+
+
+def test_tapping_a_raster_row_toggles_that_unit(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    c.source = "sub/fly_a.nc"
+    prep = c.prepared
+    c.tap_row(3.2)  # row 3
+    uid = int(prep.ds["unit"].values[prep.order[3]])
+    assert c.select_by == "index" and c.unit_ids == str(uid) and c.snapshot().units == (int(prep.order[3]),)
+    c.tap_row(0.0)
+    assert parse_unit_ids(c.unit_ids) == [uid, int(prep.order[0])]
+    c.tap_row(3.0)  # again: removed
+    assert parse_unit_ids(c.unit_ids) == [int(prep.order[0])]
+    c.tap_row(99.0)  # outside the raster: ignored
+    c.tap_row(None)
+    assert parse_unit_ids(c.unit_ids) == [int(prep.order[0])]
+
+
+def test_a_broken_file_is_reported_and_the_last_session_stays(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    c.source = "sub/fly_a.nc"
+    c.source = "broken.nc"
+    snap = c.snapshot()
+    assert "broken.nc" in snap.error and "unknown format" in snap.error
+    assert snap.session == "fly/a" and snap.prepared.name == "fly/a"
+    c.source = "sub/fly_a.nc"
+    assert c.snapshot().error == ""
+
+
+def test_a_recording_without_positions_has_no_map_data(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    assert c.snapshot().map_kind == "points" and len(c.snapshot().map["pos_a"]) == 1500  # the demo's fish0
+    c.source = "nopos.nc"
+    snap = c.snapshot()
+    assert snap.session == "fly/b" and snap.map_kind == "none" and snap.map is None
+    assert c.param.projection.objects == ["x–y"]
+
+
+def test_the_time_window_is_clamped_and_reset_with_the_session(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    c.source = "sub/fly_a.nc"
+    assert c.snapshot().window == c.snapshot().extent == (0.0, 49.75)
+    c.set_window(40, 10)
+    assert c.window == (10.0, 40.0) and c.snapshot().window == (10.0, 40.0)
+    c.set_window(-5, 1000)  # the whole recording: no window
+    assert c.window is None
+    c.set_window(5, 20)
+    c.source = "nopos.nc"
+    assert c.window is None and c.snapshot().window == (0.0, 49.0)
+
+
+def test_a_link_reproduces_the_settings_and_bad_values_are_reported(data_dir):
+    c = RecordingsController(data_dir=str(data_dir))
+    c.source = "sub/fly_a.nc"
+    c.param.update(select_by="label", labels=["n1", "m0"], projection="x–z", n_traces=3)
+    c.set_window(2.5, 30)
+    query = c.url_query()
+    assert query == {
+        "rec_src": "sub/fly_a.nc", "rec_session": "fly/a", "rec_region": "r1", "rec_labels": "n1,m0", "rec_n": "3",
+        "rec_by": "label", "rec_proj": "x–z", "rec_t": "2.5,30.0",
+    }  # fmt: skip
+    d = RecordingsController(data_dir=str(data_dir))
+    assert d.apply_url(query) == []
+    a, b = c.snapshot(), d.snapshot()
+    assert (a.session, a.units, a.window, a.map["axes"], a.selection) == (b.session, b.units, b.window, b.map["axes"], b.selection)
+    e = RecordingsController(data_dir=str(data_dir))
+    messages = e.apply_url({"rec_src": "../secret.nc", "rec_t": "900,1000", "rec_n": "99", "rec_units": "1-3", "rec_by": "index"})
+    assert e.source == "demo" and e.window is None and e.n_traces == 40 and e.snapshot().units == (1, 2, 3)
+    assert any("rec_src" in m for m in messages) and any("rec_t" in m for m in messages) and e.notice.startswith("Link settings")
+
+
+def test_a_duplicated_label_selects_every_unit_carrying_it(tmp_path):
+    """Two units labelled URADL (as in 2022-07-27-38): the picker offers URADL once, marked as
+    duplicated; picking it shows both traces, named apart, and says they are duplicates."""
+    from pocoviz.controllers.recordings import label_options, units_with_labels
+
+    rng = np.random.default_rng(3)
+    ds = make_recording(
+        rng.standard_normal((100, 6)), sampling_rate_hz=2.0, species="C. elegans", session="dup",
+        label=["URADL", "AVAL", "", "URADL", "AVAR", ""], region=["Anterior Ganglion"] * 6, units="z-score",
+    )  # fmt: skip
+    folder = tmp_path / "data"
+    folder.mkdir()
+    save_recording(ds, folder / "dup.nc")
+    c = RecordingsController(data_dir=str(folder))
+    c.source = "dup.nc"
+    assert label_options(ds) == {"AVAL": "AVAL", "AVAR": "AVAR", "URADL (2 units: duplicated label)": "URADL"}
+    assert c.param.labels.names == label_options(ds) and list(c.param.labels.objects) == ["AVAL", "AVAR", "URADL"]
+    prep = c.prepared
+    assert prep.duplicates == {"URADL": [0, 3]}
+    assert prep.names.tolist() == ["URADL (dup #0)", "AVAL", "#2", "URADL (dup #3)", "AVAR", "#5"]
+    c.select_by, c.labels = "label", ["URADL", "AVAR"]
+    snap = c.snapshot()
+    assert snap.units == (0, 3, 4) and list(snap.units) == units_with_labels(prep, ["URADL", "AVAR", "URADL"], 40)
+    assert "3 unit(s) shown" in snap.selection
+    assert "duplicated label: URADL is carried by 2 units (#0, #3)" in snap.selection
+    assert [name for _, name in snap.trace_ticks] == ["URADL (dup #0)", "URADL (dup #3)", "AVAR"]
+    assert ("duplicate_labels", str(ds.attrs["duplicate_labels"])) in snap.metadata or any("URADL" in v for _, v in snap.metadata)
+    c.labels = ["AVAL"]
+    assert "duplicated" not in c.snapshot().selection
+
+
+def test_prepare_session_colour_limits_follow_the_units():
+    rng = np.random.default_rng(0)
+    z = make_recording(rng.standard_normal((100, 5)), sampling_rate_hz=1, species="s", session="z", units="z-score")
+    f = make_recording(rng.uniform(0, 2, (100, 5)), sampling_rate_hz=1, species="s", session="f", units="dF/F")
+    pz, pf = prepare_session(("t", "z"), z), prepare_session(("t", "f"), f)
+    assert pz.cmap == "RdBu_r" and pz.clim[1] == -pz.clim[0] > 0
+    assert pf.cmap == "viridis" and 0 <= pf.clim[0] < pf.clim[1] <= 2
+    assert pz.time_label == "time (s)"
+
+
+@pytest.fixture
+def source_dir(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    ds = make_recording(
+        rng.standard_normal((200, 12)),
+        sampling_rate_hz=4.0,
+        species="fly",
+        session="a",
+        region=["r1"] * 5 + ["r2"] * 4 + [""] * 3,
+        label=["n0", "n1", "", "", "", "m0", "", "", "", "", "", ""],
+        x=rng.uniform(0, 10, 12),
+        y=rng.uniform(0, 10, 12),
+        z=rng.uniform(0, 10, 12),
+        units="z-score",
+    )
+    save_recording(ds, folder / "sub" / "fly_a.nc")
+    (folder / "notes.txt").write_text("not listed")
+    (folder / ".hidden.nc").write_text("hidden")
+    (folder / "broken.nc").write_text("not netcdf")
+    outside = tmp_path / "outside.nc"
+    save_recording(ds, outside)
+    os.symlink(outside, folder / "escape.nc")  # a link out of the data directory is never listed
+    return folder
+
+
+def test_list_sources_only_lists_recordings_inside_the_data_dir(source_dir):
+    sources = list_sources(source_dir)
+    assert sources == {DEMO_KEY: "demo", "broken.nc": "broken.nc", "sub/fly_a.nc": "sub/fly_a.nc"}
+    assert list_sources(None) == {DEMO_KEY: "demo"}
+
+
+def test_source_cache_refuses_paths_outside_the_data_dir(source_dir):
+    cache = SourceCache()
+    with pytest.raises(RecordingError, match="outside the data directory"):
+        cache.load("escape.nc", source_dir)
+    with pytest.raises(RecordingError, match="outside the data directory"):
+        cache.load("../outside.nc", source_dir)
+    with pytest.raises(RecordingError, match="no data directory"):
+        cache.load("sub/fly_a.nc", None)
+    sessions = cache.load("sub/fly_a.nc", source_dir)
+    assert list(sessions) == ["fly/a"]
+    assert cache.load("sub/fly_a.nc", source_dir) is sessions  # cached
