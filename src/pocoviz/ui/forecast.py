@@ -425,6 +425,10 @@ class ForecastView(TabView):
             self.request_render()  # the readout and the link catch up with the last frame
 
     def _tick(self) -> None:
+        # periodic callbacks run in Panel's thread pool: the step (and the slider it moves) on the loop
+        self._on_loop(self._step_if_playing)
+
+    def _step_if_playing(self) -> None:
         if self._playing:  # a tick already under way when playback stopped moves nothing
             self.controller.step(1)
 
@@ -434,8 +438,12 @@ class ForecastView(TabView):
 
     # ================================================================= URL
     def _start_url_sync(self) -> None:
-        """As the base class, except that the cursor goes into the link with the readout (a few
-        times a second while playing), not on every frame."""
+        """As the base class, on the session's event loop (with ``--num-threads`` Panel runs onload
+        callbacks in a thread pool, where widget updates can be dropped), and the cursor goes into
+        the link with the readout (a few times a second while playing), not on every frame."""
+        self._on_loop(self._sync_url_on_loop)
+
+    def _sync_url_on_loop(self) -> None:
         loc = pn.state.location
         if loc is None:
             return
