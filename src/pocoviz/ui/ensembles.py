@@ -198,8 +198,9 @@ class EnsemblesView(TabView):
             rows = [(row, c) for row, c in zip(snap.scaling_rows, colors) if row.agrees == keep]
             src.data = {"ell": [r.ell for r, _ in rows], "s": [r.fitted for r, _ in rows], "color": [c for _, c in rows]}
         top = max(float(np.nanmax(sc["s_line"])), float(np.nanmax(sc["fitted"])), float(np.nanmax(sc["var_line"])))
-        self._fig_s.y_range.start, self._fig_s.y_range.end = -0.05 * top, 1.1 * top
-        self._fig_s.y_range.reset_start, self._fig_s.y_range.reset_end = -0.05 * top, 1.1 * top
+        span = (-0.05 * top, 1.12 * top + 0.05)  # the top dot stays whole
+        self._fig_s.y_range.start, self._fig_s.y_range.end = span
+        self._fig_s.y_range.reset_start, self._fig_s.y_range.reset_end = span
         ls = float(sc["ell_star"])
         self._ell_span.visible = bool(np.isfinite(ls))
         if np.isfinite(ls):
@@ -208,7 +209,7 @@ class EnsemblesView(TabView):
         self._fig_s.title.text = f"scaling exponent s(ℓ); {star}"
         self._sub_m.text = f"P = {fmt(float(sc['P']))}, D = {int(sc['D'])}: the law's sizes, not the sidebar's" + (" (refining …)" if snap.refining else "")
         rows = "".join(
-            f"<tr><td>ℓ = {row.ell:.1f}</td><td>{row.fitted:.2f}</td><td>{row.theory:.2f}</td>"
+            f"<tr><td>{row.ell:.1f}</td><td>{row.fitted:.2f}</td><td>{row.theory:.2f}</td>"
             f"<td>{'✓' if row.agrees else '✗'}</td><td>{html.escape(row.why)}</td></tr>"
             for row in snap.scaling_rows
         )
