@@ -68,3 +68,91 @@ def test_torch_umap_layout_from_the_layout_buttons(app_url, page, screenshot_dir
     page.wait_for_timeout(800)
     page.screenshot(path=screenshot_dir / "embeddings_torch_umap.png")
     assert not page.external_requests, page.external_requests
+
+
+SCATTER_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.session !== undefined)
+    return {x: Array.from(m.data.emb_x), color: Array.from(m.data.color)}; return null; }"""
+MARKS_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.session === undefined)
+    return Array.from(m.data.color); return null; }"""
+
+
+def _box_select(page, locator, lo: float, hi: float) -> None:
+    box = locator.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * lo, box["y"] + box["height"] * lo)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * hi, box["y"] + box["height"] * hi, steps=8)
+    page.mouse.up()
+
+
+def test_an_embeddings_link_reproduces_the_view_in_a_new_browser_context(app_url, new_page, screenshot_dir):
+    """Session, layout, colouring (per-unit scores, which arrive with their colour bar instead of
+    staying grey) and the selection travel in the URL; a new browser context opening it shows the
+    same points in the same colours with the same units selected. Console warnings or errors fail
+    the test (the new_page fixture)."""
+    first = new_page()
+    first.goto(f"{app_url}?tab=2", wait_until="domcontentloaded")
+    scatter = first.locator(".pocoviz-emb-scatter canvas").first
+    expect(scatter).to_be_visible(timeout=90_000)
+    first.locator(".pocoviz-e-session select").select_option("worm/worm0")
+    expect(first.locator(".pocoviz-emb-info")).to_contain_text("112", timeout=60_000)
+    first.locator(".pocoviz-e-reducer button", has_text="PCA").click()
+    expect(first.locator(".pocoviz-e-scatter-caption")).to_contain_text("PCA layout of 112 units", timeout=30_000)
+    first.locator(".pocoviz-e-color_by select").select_option("score")
+    expect(first.locator(".pocoviz-e-colorbar")).to_contain_text("≥", timeout=90_000)  # the scale: scores arrived
+    expect(first.locator(".pocoviz-e-colorbar")).to_contain_text("no score yet: 0 of 112")
+    first.wait_for_timeout(800)
+    _box_select(first, scatter, 0.3, 0.7)
+    expect(first.locator(".pocoviz-emb-selection")).to_contain_text("selected", timeout=30_000)
+    first.wait_for_function("() => window.location.search.includes('emb_sel=')", timeout=30_000)
+    url = first.url
+    assert "emb_session=worm%2Fworm0" in url and "emb_layout=pca" in url and "emb_color=score" in url, url
+    selection = first.locator(".pocoviz-emb-selection p").inner_text()  # the Markdown inside the pane's shadow root
+    first.wait_for_function(f"() => ({MARKS_JS})() !== null && ({MARKS_JS})().length > 0", timeout=30_000)
+    shown = first.evaluate(SCATTER_JS)
+    assert len(set(shown["color"]) - {"#b0b0b0"}) > 10  # scores coloured, not grey
+
+    second = new_page()
+    second.goto(url, wait_until="domcontentloaded")
+    expect(second.locator(".pocoviz-emb-scatter canvas").first).to_be_visible(timeout=90_000)
+    assert "selected" in selection
+    expect(second.locator(".pocoviz-emb-selection p")).to_have_text(selection, timeout=90_000)
+    expect(second.locator(".pocoviz-e-session select")).to_have_value("worm/worm0")
+    expect(second.locator(".pocoviz-e-color_by select")).to_have_value("score")
+    expect(second.locator(".pocoviz-e-scatter-caption")).to_contain_text("PCA layout of 112 units", timeout=30_000)
+    expect(second.locator(".pocoviz-e-colorbar")).to_contain_text("no score yet: 0 of 112", timeout=90_000)
+    second.wait_for_function(f"(want) => JSON.stringify(({SCATTER_JS})()) === JSON.stringify(want)", arg=shown, timeout=30_000)
+    assert second.evaluate(MARKS_JS) == first.evaluate(MARKS_JS)
+    second.screenshot(path=screenshot_dir / "embeddings_link.png", full_page=True)
+
+
+def test_a_large_selection_is_a_highlight_not_a_black_block(app_url, page, screenshot_dir):
+    """Defect 3: selected units were ringed in thick black, so a large selection became a black
+    block. Selected units are drawn again in their own colours with a thin outline."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    page.goto(f"{app_url}?tab=2", wait_until="domcontentloaded")
+    pane = page.locator(".pocoviz-emb-scatter").first
+    scatter = page.locator(".pocoviz-emb-scatter canvas").first
+    expect(scatter).to_be_visible(timeout=90_000)
+    expect(page.locator(".pocoviz-e-scatter-caption")).to_contain_text("UMAP layout of 5070 units", timeout=60_000)
+    page.wait_for_timeout(1000)
+    _box_select(page, scatter, 0.2, 0.65)
+    expect(page.locator(".pocoviz-emb-selection")).to_contain_text("selected", timeout=30_000)
+    count = int(page.locator(".pocoviz-emb-selection p").inner_text().split()[0])
+    assert count > 500
+    page.wait_for_function(f"(n) => ({MARKS_JS})() !== null && ({MARKS_JS})().length === n", arg=count, timeout=30_000)
+    marks = page.evaluate(MARKS_JS)
+    assert len(set(marks)) > 5 and not {"black", "#000000"} >= set(marks)  # the units' colours
+    page.wait_for_timeout(1000)
+    image = np.asarray(Image.open(io.BytesIO(pane.screenshot())).convert("RGB")).astype(int)
+    h, w, _ = image.shape
+    inside = image[int(h * 0.35) : int(h * 0.6), int(w * 0.3) : int(w * 0.6)]  # well inside the selected box
+    dark = (inside.max(axis=2) < 60).mean()
+    colourful = ((inside.max(axis=2) - inside.min(axis=2)) > 60).mean()
+    page.screenshot(path=screenshot_dir / "embeddings_selection.png")
+    assert dark < 0.05 and colourful > 0.3, (dark, colourful)
