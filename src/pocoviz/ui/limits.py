@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, FixedTicker, Legend, LinearColorMapper, Range1d
+from bokeh.models import ColumnDataSource, FixedTicker, Legend, LinearColorMapper, PrintfTickFormatter, Range1d
 from bokeh.plotting import figure
 
 from pocoviz.controllers.limits import FigureData, LimitsController, LimitsSnapshot, log_range, log_ticks
@@ -48,8 +48,11 @@ def _fig(name: str, *, width: int = W, height: int = H_, x_log: bool = False, y_
 
 
 def _ticks(f, axis: str, ticks: tuple[float, ...]) -> None:
+    """Ticks at ``ticks`` on a log axis, written plainly (0.05, not 5.000e−2)."""
     if ticks:
-        getattr(f, f"{axis}axis").ticker = FixedTicker(ticks=list(ticks), minor_ticks=[])
+        ax = getattr(f, f"{axis}axis")
+        ax.ticker = FixedTicker(ticks=list(ticks), minor_ticks=[])
+        ax.formatter = PrintfTickFormatter(format="%g")
 
 
 def draw_figure(f, data: FigureData, legend_columns: int = 2) -> None:
@@ -80,10 +83,11 @@ def draw_figure(f, data: FigureData, legend_columns: int = 2) -> None:
         # columns only as many as fit side by side (Bokeh sizes every column by the widest label)
         label_width = int(5.8 * max(len(label) for label, _ in items))
         columns = max(1, min(legend_columns, (f.width - 20) // (label_width + 40)))
-        legend = Legend(items=items, ncols=columns, label_text_font_size="10px", spacing=0, padding=2, margin=2)
+        rows = (len(items) + columns - 1) // columns
+        legend = Legend(items=items, ncols=columns, nrows=rows, label_text_font_size="10px", spacing=0, padding=2, margin=2)
         legend.glyph_width, legend.label_width = 18, label_width
         f.add_layout(legend, "below")
-        f.height = H_ + 18 * ((len(items) + columns - 1) // columns)
+        f.height = H_ + 18 * rows
 
 
 class LimitsView(TabView):
