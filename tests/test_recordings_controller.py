@@ -237,3 +237,21 @@ def test_source_cache_refuses_paths_outside_the_data_dir(source_dir):
     sessions = cache.load("sub/fly_a.nc", source_dir)
     assert list(sessions) == ["fly/a"]
     assert cache.load("sub/fly_a.nc", source_dir) is sessions  # cached
+
+
+def test_labels_on_the_raster_bands_and_trace_axis_never_overlap():
+    """Issue 15 defect 6: region names on the raster's bands are at least 1/28 of its rows apart
+    (at 1/40 two small neighbouring bands' 8 pt labels overlapped), and 40 traces name at most 20
+    units on their axis (the hover names every trace)."""
+    from pocoviz.controllers.recordings import BAND_LABEL_SPACING, band_labels
+
+    c = RecordingsController()
+    prep = c.prepared
+    rows = [row for row, _ in band_labels(prep)]
+    assert len(rows) >= 5 and all(b - a >= len(prep.order) * BAND_LABEL_SPACING for a, b in zip(rows, rows[1:]))
+    assert c.snapshot().band_labels == band_labels(prep)
+    c.n_traces = 40
+    c.region = "hindbrain"
+    snap = c.snapshot()
+    assert len(snap.traces) == 40 and len(snap.trace_ticks) == 20
+    assert [name for _, name in snap.trace_ticks] == [t["unit"] for t in snap.traces][::2]

@@ -39,6 +39,11 @@ from .urlstate import UrlField, UrlValueError
 DATASHADE_POINTS_ABOVE = 20_000
 #: at most this many traces (labels and ids can ask for more)
 MAX_TRACES = 40
+#: at most this many unit names on the traces' axis (more overlap in its 420 px; the hover names each)
+MAX_TRACE_LABELS = 20
+#: a region band is labelled only when its label is at least this fraction of the raster's rows
+#: away from the last labelled one (8 pt labels on a ~380 px raster overlapped at 1/40)
+BAND_LABEL_SPACING = 1 / 28
 
 
 @dataclass
@@ -137,6 +142,17 @@ def metadata_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in rows]
 
 
+def band_labels(prep: PreparedSession) -> tuple[tuple[float, str], ...]:
+    """(row, "region (units)") of the region bands whose labels do not overlap: a band is labelled
+    when it is tall enough and far enough below the last labelled one (see BAND_LABEL_SPACING)."""
+    gap = len(prep.order) * BAND_LABEL_SPACING
+    out: list[tuple[float, str]] = []
+    for b in prep.bands:
+        if b.stop - b.start >= gap and (not out or b.center - out[-1][0] >= gap):
+            out.append((float(b.center), f"{b.region} ({b.stop - b.start})"))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class RecordingsSnapshot:
     """What the Recordings tab shows (see :meth:`RecordingsController.snapshot`)."""
@@ -152,7 +168,8 @@ class RecordingsSnapshot:
     units: tuple[int, ...]  # positional indices of the units drawn as traces, top to bottom
     selection: str  # "8 unit(s) shown" (+ duplicated labels), or why none are
     traces: tuple[dict[str, Any], ...]  # per unit: time, offset (activity shifted), unit (name), region
-    trace_ticks: tuple[tuple[float, str], ...]  # (offset, unit name) per trace
+    trace_ticks: tuple[tuple[float, str], ...]  # (offset, unit name) of every trace, or every k-th of many
+    band_labels: tuple[tuple[float, str], ...]  # (row, "region (units)") of the bands with room for a label
     traces_title: str
     map_kind: str  # "points", "density" (too many for glyphs) or "none" (no positions)
     map: dict[str, Any] | None  # axes, unit_label, pos_a, pos_b, unit, region of every unit
@@ -319,7 +336,7 @@ class RecordingsController(Controller):
 
     def _make_snapshot(self) -> RecordingsSnapshot:
         prep = self._prepared
-        empty = dict(units=(), selection="", traces=(), trace_ticks=(), traces_title="", map_kind="none", map=None, map_title="unit positions")
+        empty = dict(units=(), selection="", traces=(), trace_ticks=(), band_labels=(), traces_title="", map_kind="none", map=None, map_title="unit positions")
         if prep is None:
             return RecordingsSnapshot(
                 source=self.source, session=self.session, error=self.error, prepared=None, session_key=None, raster_title="",
@@ -345,6 +362,8 @@ class RecordingsController(Controller):
                 offset = -k * step
                 traces.append({"time": prep.time, "offset": act[:, i] + offset, "unit": str(prep.names[i]), "region": str(prep.regions[i])})
                 ticks.append((offset, str(prep.names[i])))
+        every = -(-len(ticks) // MAX_TRACE_LABELS) if ticks else 1
+        ticks = ticks[::every]
         map_kind, map_data, map_title = self._map(prep, units)
         return RecordingsSnapshot(
             source=self.source,
@@ -359,6 +378,7 @@ class RecordingsController(Controller):
             selection=selection,
             traces=tuple(traces),
             trace_ticks=tuple(ticks),
+            band_labels=band_labels(prep),
             traces_title=f"traces ({units_kind}), offset per unit" if units else "select units to show traces",
             map_kind=map_kind,
             map=map_data,

@@ -121,13 +121,11 @@ class RecordingsView(TabView):
         act = prep.ds["activity"].values
         self._raster_range.event(x_range=None, y_range=None)
         self._raster_pipe.send((prep.time, np.arange(len(prep.order), dtype=float), np.ascontiguousarray(act[:, prep.order].T)))
-        n = len(prep.order)
-        min_rows = n / 40  # label a band only when it is tall enough to hold text
         self._bands_pipe.send(
             {
                 "boundaries": [b.start - 0.5 for b in prep.bands[1:]],
                 "rects": [(0.0, b.start - 0.5, 0.12, b.stop - 0.5, b.region, self._colors[b.region]) for b in prep.bands],
-                "labels": [(0.16, b.center, f"{b.region} ({b.stop - b.start})") for b in prep.bands if (b.stop - b.start) >= min_rows],
+                "labels": [(0.16, row, text) for row, text in snap.band_labels],
             }
         )
         with param.parameterized.batch_call_watchers(self):
