@@ -203,3 +203,13 @@ def test_duplicated_labels_keep_their_colour_and_are_marked(tmp_path, monkeypatc
         assert "duplicated" not in v.selection_info.object
     finally:
         v.close()
+
+
+def test_separation_text_and_figures_follow_the_snapshot(view):
+    snap = view.controller.snapshot()
+    sep = snap.separation
+    assert f"{sep['score']:.4f}" in view.separation.object and "200 label shuffles" in view.separation.object
+    assert view.null_pipe.data is sep and view.heat_pipe.data is sep["matrix"]
+    null = view.null_pane.object[()]  # histogram of the shuffles, the observed score and the 95th percentile
+    spikes = [el for el in null if isinstance(el, hv.Spikes)]
+    assert [float(s.dimension_values(0)[0]) for s in spikes] == [sep["score"], sep["null_p95"]]

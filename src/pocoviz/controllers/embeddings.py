@@ -518,8 +518,11 @@ class EmbeddingsController(Controller):
         self.jobs.start("scores", lambda job: self._score_job(st, job))
 
     def _score_sessions(self, st: _TableState) -> list[str]:
+        """Sessions to score: those on the position map first (its colours fill in early), then the
+        smallest first (most sessions coloured soonest)."""
         names = [n for n in dict.fromkeys(st.emb["session"].values.astype(str).tolist()) if n in st.recordings]
-        return sorted(names, key=lambda n: int(st.recordings[n].sizes["unit"]))
+        shown = set(st.emb["session"].values[self._map_rows()].astype(str).tolist()) if st is self._state else set()
+        return sorted(names, key=lambda n: (n not in shown, int(st.recordings[n].sizes["unit"])))
 
     def _put_scores(self, st: _TableState, name: str, per_unit: np.ndarray) -> None:
         sess, idx = st.emb["session"].values, st.emb["unit_index"].values
@@ -661,8 +664,11 @@ class EmbeddingsController(Controller):
         if not sel:
             return "Select units with the box or lasso tool, in the layout or on the map."
         emb = st.emb
-        regions = emb["region"].values[sel].astype(str)
-        top = ", ".join(f"{r or '(none)'} {c}" for r, c in zip(*np.unique(regions, return_counts=True)))
+        names, counts = np.unique(emb["region"].values[sel].astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        top = ", ".join(f"{names[i] or '(none)'} {counts[i]}" for i in order[:6])
+        if len(order) > 6:
+            top += f", {len(order) - 6} more regions"
         dups = duplicate_summary(emb, sel)
         text = f"**{len(sel)} selected** ({top}); traces of the first {min(len(sel), MAX_TRACES)}"
         if self.color_by == "score" and np.isfinite(st.scores[sel]).any():

@@ -109,10 +109,12 @@ def legend_html(snap: EmbeddingsSnapshot) -> str:
         shown = html.escape(name) if name else "(none)"
         rows.append(f"<div style='white-space:nowrap;overflow:hidden;text-overflow:ellipsis' title='{shown}'>"
                     f"<span style='color:{colors.get(name, UNKNOWN_COLOR)}'>●</span> {shown} <span style='color:#777'>{count}</span></div>")  # fmt: skip
+    # two columns when the names fit in them, one (no names cut) otherwise
+    columns = "1fr 1fr" if max((len(n) for n, _ in snap.legend[:LEGEND_MAX]), default=0) <= 14 else "1fr"
     more = len(snap.legend) - LEGEND_MAX
     tail = f"<div style='color:#555'>+ {more} more {snap.color_by}s (colours repeat)</div>" if more > 0 else ""
     return (f"<div class='pocoviz-e-legend-items'><b>colour: {snap.color_by}</b>"
-            f"<div style='display:grid;grid-template-columns:1fr 1fr;column-gap:8px'>{''.join(rows)}</div>{tail}</div>")  # fmt: skip
+            f"<div style='display:grid;grid-template-columns:{columns};column-gap:8px'>{''.join(rows)}</div>{tail}</div>")  # fmt: skip
 
 
 class EmbeddingsView(TabView):
@@ -348,8 +350,8 @@ class EmbeddingsView(TabView):
         )  # fmt: skip
         self.heat_pane = pn.pane.HoloViews(heat, width=460, height=440, css_classes=["pocoviz-emb-heat"], linked_axes=False)
         null = hv.DynamicMap(self._null, streams=[self.null_pipe]).opts(
-            hv.opts.Overlay(width=400, height=300, framewise=True, fontsize={"title": "9pt"}, show_legend=False,
-                            title="silhouette: shuffled labels (grey), observed (red), 95% (dashed)")
+            hv.opts.Histogram(framewise=True), hv.opts.Spikes(framewise=True),
+            hv.opts.Overlay(width=400, height=300, framewise=True, show_legend=False, title="label-shuffle null (grey), observed (red)"),
         )
         self.null_pane = pn.pane.HoloViews(null, width=400, height=300, css_classes=["pocoviz-emb-null"], linked_axes=False)
         self.sessions_pane = pn.pane.HoloViews(None, width=400, height=320, css_classes=["pocoviz-emb-sessions"], linked_axes=False)
