@@ -26,20 +26,20 @@ import numpy as np
 import param
 import xarray as xr
 
-from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError, duplicate_labels, sort_units_by_region
+from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError
 from pocoviz.recordings.preprocess import split_indices, zscore
 
 from .base import Controller
 from .cache import LRUCache
 from .jobs import Job
 from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, list_models, model_path
+from .recordings import PreparedSession, prepare_session
 from .sources import DEMO_KEY, SOURCE_CACHE, list_sources
 from .units import (
     duplicate_note,
     label_options,
     parse_unit_ids,
     toggle_tapped_unit,
-    unit_name,
     units_of_region,
     units_with_ids,
     units_with_labels,
@@ -76,22 +76,26 @@ MAX_EXPORT_BYTES = 64 * 2**20
 # ==================================================================================== data
 @dataclass
 class Recording:
-    """The recording being played: the z-scored activity models see and what the display needs."""
+    """The recording being played: the z-scored activity models see, and the session as every tab
+    prepares it for display (:func:`pocoviz.controllers.recordings.prepare_session`: units sorted by
+    region, names, duplicated labels; shared with the Recordings tab)."""
 
     source: str
     name: str
-    ds: xr.Dataset
+    prep: PreparedSession
     activity: np.ndarray  # (T, U) float32 z-scored
     key: tuple
-    order: np.ndarray  # display row -> positional unit
-    rank: np.ndarray  # positional unit -> display row
-    bands: list  # RegionBand of the sorted raster
-    regions: np.ndarray  # per unit, "(no region)" for ""
-    names: np.ndarray  # per unit, "AVAL", "#12", "URADL (dup #12)"
     ids: np.ndarray  # unit ids
-    labels: np.ndarray
-    time: np.ndarray  # seconds from the first frame
-    duplicates: dict[str, list[int]] = field(default_factory=dict)
+    labels: np.ndarray  # per unit, "" if none
+
+    ds = property(lambda self: self.prep.ds)
+    order = property(lambda self: self.prep.order)  # display row -> positional unit
+    rank = property(lambda self: self.prep.rank)  # positional unit -> display row
+    bands = property(lambda self: self.prep.bands)  # region bands of the sorted raster
+    regions = property(lambda self: self.prep.regions)  # per unit, "(no region)" for ""
+    names = property(lambda self: self.prep.names)  # per unit, "AVAL", "#12", "URADL (dup #12)"
+    time = property(lambda self: self.prep.time)  # seconds from the first frame
+    duplicates = property(lambda self: self.prep.duplicates)
 
     @property
     def T(self) -> int:
@@ -111,26 +115,17 @@ RECORDINGS: LRUCache[Recording] = LRUCache(6, name="forecast recordings")
 
 
 def prepare_recording(source: str, name: str, ds: xr.Dataset) -> Recording:
-    """Sort the units by region, z-score the activity (unless it is already), once per dataset."""
+    """The session prepared for display and its z-scored activity (unless it is z-scored already),
+    once per dataset."""
 
     def create() -> Recording:
-        order, bands = sort_units_by_region(ds, within="pc1")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        regions = np.asarray(ds["region"].values).astype(str)
-        labels = np.asarray(ds["label"].values).astype(str)
-        ids = np.asarray(ds["unit"].values)
-        dups = duplicate_labels(labels)
+        key = (source, name, id(ds))
+        prep = prepare_session(key, ds, name)
         act = np.asarray(ds["activity"].transpose("time", "unit").values, dtype=np.float32)
         if ds["activity"].attrs.get("units") != "z-score":
             act = zscore(act).astype(np.float32)
-        rate = float(ds.attrs.get("sampling_rate_hz", 1.0) or 1.0)
-        return Recording(
-            source=source, name=name, ds=ds, activity=np.ascontiguousarray(act), key=(source, name, id(ds)), order=order, rank=rank,
-            bands=list(bands), regions=np.where(regions == "", "(no region)", regions), ids=ids, labels=labels,
-            names=np.array([unit_name(lab, int(uid), lab in dups) for lab, uid in zip(labels, ids)]),
-            time=np.arange(ds.sizes["time"]) / rate, duplicates=dups,
-        )  # fmt: skip
+        labels = np.asarray(ds["label"].values).astype(str)
+        return Recording(source, name, prep, np.ascontiguousarray(act), key, np.asarray(ds["unit"].values), labels)
 
     return RECORDINGS.get_or_create((source, name, id(ds)), create)
 
@@ -998,7 +993,7 @@ class ForecastController(Controller):
             title=f"{rec.name}: {rec.U} units × {rec.T} frames (z-score); cursor and forecast horizon marked",
             row_ids=tuple(int(rec.ids[u]) for u in rec.order), row_names=tuple(str(rec.labels[u]) or "–" for u in rec.order),
             row_regions=tuple(str(rec.regions[u]) for u in rec.order),
-            time_label="frame (no sampling rate in the file)" if rec.ds.attrs.get("time_is_frame_index") else "time (s)",
+            time_label=rec.prep.time_label,
         )  # fmt: skip
         self._raster = view
         return view
