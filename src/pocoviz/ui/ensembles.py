@@ -340,7 +340,7 @@ class EnsemblesView(TabView):
             # a change made elsewhere (the regime toggle sets P, a link): move the slider; never echo
             # the slider's own value back while the user is still moving it (that would undo key presses)
             if not echo["from_widget"] and w.value != event.new:
-                self._on_loop(lambda: setattr(w, "value", event.new))
+                w.value = event.new
 
         w.param.watch(from_widget, "value_throttled")
         ctrl.param.watch(to_widget, name)

@@ -270,8 +270,8 @@ class SeqMemView(TabView):
                 self._on_loop(lambda: setattr(w, "value", used))
 
         def to_widget(event: Any) -> None:
-            if w.value != event.new:
-                self._on_loop(lambda: setattr(w, "value", event.new))
+            if w.value != event.new:  # a preset or a link set it (on the session's loop)
+                w.value = event.new
 
         w.param.watch(from_widget, "value")
         ctrl.param.watch(to_widget, name)
