@@ -148,6 +148,9 @@ def test_all_sessions_map_one_coordinate_frame_at_a_time():
         assert snap.map_dataset == "worm" and "30 selected units are there" in snap.map_note
         c.select_on_map([0, 1])
         assert c.selected == [int(snap.map_rows[0]), int(snap.map_rows[1])]
+        c.select(range(0, 4000, 2))  # 2000 scattered rows: too long for a link, kept on screen
+        assert len(c.selected) == 2000 and c.selection == "" and "emb_sel" not in c.url_query()
+        assert "too many units to keep in the link" in c.snapshot().selection_text
         c.session = "worm/worm0"  # one session: its own frame, no note
         snap = c.snapshot()
         assert snap.map_datasets == ("worm",) and snap.map_note == "" and len(snap.map_rows) == 112

@@ -671,6 +671,8 @@ class EmbeddingsController(Controller):
             top += f", {len(order) - 6} more regions"
         dups = duplicate_summary(emb, sel)
         text = f"**{len(sel)} selected** ({top}); traces of the first {min(len(sel), MAX_TRACES)}"
+        if not self.selection:
+            text += " (too many units to keep in the link)"
         if self.color_by == "score" and np.isfinite(st.scores[sel]).any():
             text += f"; mean score {np.nanmean(st.scores[sel]):.3f}"
         return text + (f"; ⚠ duplicated label: {dups}" if dups else "")
