@@ -368,13 +368,19 @@ class EmbeddingsView(TabView):
              "color": [colors[d] for d in datasets], "units": data["units"]},
             ["sess_x", "sess_y"], ["session", "dataset", "color", "units"],
         )  # fmt: skip
-        labels = hv.Labels({"sess_x": xy[:, 0], "sess_y": xy[:, 1], "text": [str(v).split("/")[-1] for v in data["session"]]},
-                           ["sess_x", "sess_y"], "text")  # fmt: skip
-        dx = 0.04 * (float(np.ptp(xy[:, 0])) or 1.0)
-        labels = labels.opts(text_font_size="8pt", xoffset=dx, text_align="left", text_color="#333333")
+        names = np.array([str(v).split("/")[-1] for v in data["session"]])
+        wx, wy = (float(np.ptp(xy[:, 0])) or 1.0), (float(np.ptp(xy[:, 1])) or 1.0)
+        # a label goes left of its point when another point sits just right of it (labels never overlap points)
+        crowded = np.array([any(0 < xy[j, 0] - xy[i, 0] < 0.25 * wx and abs(xy[j, 1] - xy[i, 1]) < 0.06 * wy for j in range(len(xy)))
+                            for i in range(len(xy))], dtype=bool)  # fmt: skip
+        labels = hv.Overlay([
+            hv.Labels({"sess_x": xy[m, 0], "sess_y": xy[m, 1], "text": names[m]}, ["sess_x", "sess_y"], "text").opts(
+                text_font_size="8pt", xoffset=side * 0.04 * wx, text_align=align, text_color="#333333")
+            for m, side, align in ((~crowded, 1, "left"), (crowded, -1, "right"))
+        ])  # fmt: skip
         tips = [("session", "@session"), ("dataset", "@dataset"), ("units", "@units")]
         return (pts.opts(color="color", size=12, tools=["hover"], hover_tooltips=tips) * labels).opts(
-            hv.opts.Overlay(width=400, height=320, title="session vectors (PCA)", xaxis=None, yaxis=None, padding=0.25)
+            hv.opts.Overlay(width=400, height=320, title="session vectors (PCA)", xaxis=None, yaxis=None, padding=(0.35, 0.2))
         )
 
     @staticmethod
