@@ -213,6 +213,7 @@ class SeqMemView(TabView):
             height=150, title="bit errors vs the target", x_axis_label="step t", y_axis_label="errors", tools=TOOLS, sizing_mode="stretch_width",
             x_range=(0, 1), y_range=(0, 1), css_classes=["pocoviz-sm-errors"],
         )  # fmt: skip
+        self._err_fig.title.text_font_size = "12px"
         self._err_source = ColumnDataSource({"t": [], "errors": []})
         self._err_fig.step("t", "errors", source=self._err_source, color="#d62728", line_width=2, mode="center")
         # capacity: theory lines always there, so the log axis is never empty
