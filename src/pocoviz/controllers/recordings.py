@@ -219,7 +219,7 @@ class RecordingsController(Controller):
         self.data_dir = data_dir
         self._sessions: dict[str, xr.Dataset] = {}
         self._prepared: PreparedSession | None = None
-        self._snapshot: RecordingsSnapshot | None = None
+        self._snapshot: tuple[int, RecordingsSnapshot] | None = None
         self._session_key: tuple | None = None
         self._hold = False
         self.param.source.objects = list_sources(data_dir)
@@ -317,21 +317,21 @@ class RecordingsController(Controller):
             self._hold = False
         self.changed()
 
-    @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", "window", watch=True)
+    @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", "window", "notice", watch=True)
     def _on_selection(self) -> None:
         if not self._hold:
             self.changed()
 
-    def changed(self) -> None:
-        self._snapshot = None
-        super().changed()
-
     # ------------------------------------------------------------------ snapshot
     def snapshot(self) -> RecordingsSnapshot:
-        """What the tab shows now (computed once per change)."""
-        snap = self._snapshot
-        if snap is None:
-            snap = self._snapshot = self._make_snapshot()
+        """What the tab shows now (computed once per change; widget events run in a thread pool,
+        so a snapshot is kept only under the version it was computed for)."""
+        version = self.version
+        cached = self._snapshot
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        snap = self._make_snapshot()
+        self._snapshot = (version, snap)
         return snap
 
     def _make_snapshot(self) -> RecordingsSnapshot:
