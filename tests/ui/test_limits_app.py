@@ -46,6 +46,9 @@ def test_plots_and_a_live_run(app_url, page, screenshot_dir):
         expect(page.locator(f".pocoviz-lim-{name} canvas").first).to_be_visible()
     page.locator(".pocoviz-lim-live_steps input").fill("150")
     page.locator(".pocoviz-lim-live_steps input").press("Enter")
+    # the server has the new value once it is in the link (events run in a thread pool: a click
+    # sent right after could be handled first)
+    page.wait_for_function("() => window.location.search.includes('lim_steps=150')", timeout=20_000)
     page.locator(".pocoviz-lim-train button").click()
     page.wait_for_function(f"() => ({LIVE_JS})() >= 3", timeout=60_000)  # the loss streams in while it trains
     expect(page.locator(".pocoviz-lim-status")).to_contain_text("done: 150 steps", timeout=120_000)
