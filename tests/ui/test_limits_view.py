@@ -51,3 +51,10 @@ def test_the_live_run_streams_into_its_figure(view):
     assert view._live_source.data["loss"] == list(c.snapshot().live.loss)
     assert 0 < view._f_live.y_range.start < min(c.snapshot().live.loss) and view._f_live.x_range.end == 30
     assert "done: 30 steps" in view._status_pane.object
+
+
+def test_a_links_clamped_settings_are_shown(view):
+    view.controller.apply_url({"lim_N": "1000"})
+    assert view._alert.visible and "lim_N=1000 is above 64; using 64" in view._alert.object
+    view.controller.notice = ""
+    assert not view._alert.visible

@@ -62,3 +62,10 @@ def test_the_position_map_never_holds_another_recordings_units(shared_data):
     c.source = tectum
     assert view._map_pane.object is view._map_dmap
     assert len(view._map_pipe.data["points"]["pos_a"]) == c.prepared.ds.sizes["unit"] == 114
+
+
+def test_a_links_clamped_settings_are_shown(data_dir):
+    view = RecordingsView(data_dir=str(data_dir))
+    messages = view.controller.apply_url({"rec_src": "fly_a.nc", "rec_n": "400"})
+    assert messages == ["rec_n=400 is above 40; using 40"]
+    assert view._notice.visible and "rec_n=400 is above 40" in view._notice.object

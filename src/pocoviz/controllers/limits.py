@@ -293,6 +293,7 @@ class LimitsController(Controller):
 
     def __init__(self, *, forward: bool = True, **params: Any):
         super().__init__(**params)
+        self.param.watch(lambda event: self.changed(), "notice")  # a link's clamped settings are shown
         self._lock = threading.Lock()
         self._live = LiveRun()
         self._requests = 0  # live runs requested (a stopped run says "stopped" only if none followed)

@@ -127,7 +127,9 @@ class LimitsView(TabView):
 
     def render(self, snap: LimitsSnapshot) -> None:
         """Draw what is new in ``snap``: each figure once its data exist, the live run's new points."""
-        problems = [m for m in (snap.missing and f"Shipped sweeps missing or unreadable (live plots still work): {snap.missing}", snap.forward_error) if m]
+        problems = [
+            m for m in (snap.missing and f"Shipped sweeps missing or unreadable (live plots still work): {snap.missing}", snap.forward_error, snap.notice) if m
+        ]
         self._alert.object = html.escape("; ".join(problems))
         self._alert.visible = bool(problems)
         self._summary.object = snap.summary

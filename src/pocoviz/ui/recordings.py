@@ -71,6 +71,7 @@ class RecordingsView(TabView):
         self._map_pane = pn.pane.HoloViews(None, width=MAP_WIDTH, height=MAP_HEIGHT, css_classes=["pocoviz-map"])
         self._meta_pane = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["pocoviz-meta"])
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-selection"], margin=(0, 10))
+        self._notice = pn.pane.Markdown("", css_classes=["pocoviz-notice"], margin=(0, 10), styles={"color": "#8a5300"}, visible=False)
         # the time window as two numbers (also set by zooming the raster)
         self._window_inputs = (
             pn.widgets.FloatInput(label="Window from", value=0.0, width=120, css_classes=["pocoviz-window-start"]),
@@ -104,6 +105,8 @@ class RecordingsView(TabView):
         """Draw ``snap``: the raster, bands and metadata only when the session changed."""
         self._alert.object = f"**Cannot open this recording.** {html.escape(snap.error)}" if snap.error else ""
         self._alert.visible = bool(snap.error)
+        self._notice.object = html.escape(snap.notice)
+        self._notice.visible = bool(snap.notice)
         prep = snap.prepared
         if prep is None:
             return
@@ -346,6 +349,7 @@ class RecordingsView(TabView):
             self._widget("projection", pn.widgets.Select, "Position map", owner=c),
             pn.Row(*self._window_inputs, margin=0),
             self._selection_info,
+            self._notice,
             width=280,
         )
         plots = pn.Column(
