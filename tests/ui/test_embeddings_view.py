@@ -20,7 +20,7 @@ def view(ui_data_dir):
     v = EmbeddingsView(str(ui_data_dir))
     v.controller.session = "worm/worm0"
     assert v.controller.wait_idle(120)
-    v.render(v.controller.snapshot())
+    v.refresh()  # what the jobs delivered, drawn in this thread
     yield v
     v.close()
 
@@ -79,6 +79,7 @@ def test_legend_lists_the_colours_and_score_gets_a_colour_bar(view):
     c.color_by = "score"
     assert "per-unit forecast score" in view.legend.object and "linear-gradient" in view.legend.object
     assert c.wait_idle(120)
+    view.refresh()
     snap = c.snapshot()
     lo, hi = snap.score_range
     assert f"≤ {lo:.2f}" in view.legend.object and f"≥ {hi:.2f}" in view.legend.object
@@ -152,6 +153,7 @@ def test_all_sessions_map_draws_one_frame_with_a_note(view):
     finally:
         c.param.update(map_dataset="", session="worm/worm0")
         assert c.wait_idle(120)
+        view.refresh()
     assert not view.map_select.visible and not view.map_note.visible
 
 
@@ -192,6 +194,7 @@ def test_duplicated_labels_keep_their_colour_and_are_marked(tmp_path, monkeypatc
     try:
         c = v.controller
         assert c.wait_idle(60)
+        v.refresh()
         assert c.table["label_duplicate"].values.tolist() == [True, False, True, False, False, False]
         c.color_by = "label"
         data = v.scatter_pipe.data

@@ -221,6 +221,7 @@ class EmbeddingsSnapshot:
     status: str
     notice: str
     revision: dict[str, int] = field(default_factory=dict)
+    version: int = 0  # the controller's version when the snapshot was taken
 
 
 class _TableState:
@@ -703,7 +704,7 @@ class EmbeddingsController(Controller):
         """What the tab should show now (safe to call from any thread)."""
         st = self._state
         common = dict(model=self.model, session=self.session, color_by=self.color_by, progress=self._progress(), notice=self.notice,
-                      sessions=self._sessions, revision=dict(self._revision))  # fmt: skip
+                      sessions=self._sessions, revision=dict(self._revision), version=self.version)  # fmt: skip
         if st is None:
             return EmbeddingsSnapshot(
                 table=None, error=self._error, xy=None, layout="", layouts_ready=(), groups=np.zeros(0, str), legend=(),

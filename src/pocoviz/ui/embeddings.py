@@ -158,9 +158,17 @@ class EmbeddingsView(TabView):
 
         def run() -> None:
             self._render_pending = False
-            self.render(self.controller.snapshot())
+            snap = self.controller.snapshot()
+            self.render(snap)
+            if self.controller.version != snap.version:  # changed while drawing (unserved, jobs' threads draw too)
+                self.refresh()
 
         self._on_loop(run)
+
+    def refresh(self) -> None:
+        """Draw the controller's current snapshot, every part (tests and notebooks, after waiting for jobs)."""
+        self._drawn.clear()
+        self.render(self.controller.snapshot())
 
     def _busy_changed(self) -> None:
         if self._poll is not None:
