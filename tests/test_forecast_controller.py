@@ -344,10 +344,11 @@ def test_a_bad_link_never_stops_the_tab(data_dir, query, says, check):
 
 
 def test_forecast_units_equals_the_whole_forward_pass():
-    """POCO's encoder over every unit and its decoder for a few: the same numbers as a whole pass."""
+    """POCO's encoder over every unit and its decoder for a few, per-unit models on the units'
+    columns: the same numbers as a whole pass."""
     from pocoviz.controllers.models import LOADED_MODELS
 
-    for key in ("poco_demo", "mlp_demo"):
+    for key in ("poco_demo", "mlp_demo", "nlinear_demo"):
         model = LOADED_MODELS.get(key, None).eval()
         names = [s.name for s in model.sessions]
         session = names.index("worm/worm0") if "worm/worm0" in names else 0

@@ -43,6 +43,17 @@ def wait_for_forecast_lines(page, slot: int = 0, timeout: float = 90_000) -> Non
     )
 
 
+def wait_for_lines_of(page, slot: int, units: list[int], timeout: float = 90_000) -> None:
+    """Until the traces plot holds model ``slot``'s lines for exactly ``units`` (positional indices)."""
+    page.wait_for_function(
+        "([layer, units]) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+        " if (m.name === 'pocoviz-frame' && m.data.layer) { const got = m.data.unit.filter((u, i) => m.data.layer[i] === layer);"
+        " return JSON.stringify(Array.from(got)) === JSON.stringify(units); } return false; }",
+        arg=[f"model-{slot}", units],
+        timeout=timeout,
+    )
+
+
 def open_forecast(page, app_url: str, **params) -> None:
     page.goto(f"{app_url}?{query(tab='1', **params)}", wait_until="domcontentloaded")
     expect(page.locator(".pocoviz-forecast-traces canvas").first).to_be_visible(timeout=90_000)
@@ -88,11 +99,11 @@ def test_play_region_and_shareable_url(app_url, page, new_page, screenshot_dir):
     other = new_page()
     other.goto(link, wait_until="domcontentloaded")
     expect(other.locator(".pocoviz-forecast-traces canvas").first).to_be_visible(timeout=90_000)
-    wait_for_forecast_lines(other, 0)
+    wait_for_lines_of(other, 0, shown["unit"])
     expect(other.locator(".pocoviz-f-region select")).to_have_value(options[2])
     expect(other.locator(".pocoviz-f-session select")).to_have_value("worm/worm0")
     assert url_param(other, "t") == str(t)
-    other.wait_for_timeout(500)
+    other.wait_for_function(f"() => new URLSearchParams(location.search).get('t') === '{t}'", timeout=20_000)
     assert layer(other, "model-0") == shown
 
 
@@ -101,16 +112,14 @@ def test_a_link_with_units_and_cursor_reproduces_the_view_in_a_new_browser(app_u
     link = f"{app_url}?tab=1&recording=demo&session=worm%2Fworm1&models=nlinear_demo,mlp_demo&units_by=units&units=3,5,17&t=300"
     page.goto(link, wait_until="domcontentloaded")
     expect(page.locator(".pocoviz-forecast-traces canvas").first).to_be_visible(timeout=90_000)
-    wait_for_forecast_lines(page, 1)
-    page.wait_for_timeout(500)
+    wait_for_lines_of(page, 1, [3, 5, 17])  # worm1's units are numbered from 0 in order
     first = layer(page, "model-1")
     assert len(first["ys"]) == 3 and len(first["ys"][0]) == 17
     expect(page.locator(".pocoviz-clock")).to_contain_text("frame 300 / 1599")
     other = new_page(viewport={"width": 1280, "height": 800})
     other.goto(page.url, wait_until="domcontentloaded")
     expect(other.locator(".pocoviz-forecast-traces canvas").first).to_be_visible(timeout=90_000)
-    wait_for_forecast_lines(other, 1)
-    other.wait_for_timeout(500)
+    wait_for_lines_of(other, 1, [3, 5, 17])
     expect(other.locator(".pocoviz-f-session select")).to_have_value("worm/worm1")
     expect(other.locator(".pocoviz-f-unit_ids input")).to_have_value("3,5,17")
     expect(other.locator(".pocoviz-clock")).to_contain_text("frame 300 / 1599")
@@ -161,7 +170,8 @@ def test_exports_png_and_netcdf_with_its_size_shown_first(app_url, page, tmp_pat
         button.click()
     out = tmp_path / "forecasts.nc"
     nc.value.save_as(out)
-    assert out.stat().st_size < 1_000_000
+    size = out.stat().st_size
+    assert 10_000 < size < 1_000_000, (size, out.read_bytes()[:16], page.locator(".pocoviz-forecast-error").all_inner_texts())
     import xarray as xr
 
     with xr.open_dataset(out) as ds:

@@ -131,15 +131,28 @@ def prepare_recording(source: str, name: str, ds: xr.Dataset) -> Recording:
 
 
 # ==================================================================================== POCO, units first
+#: models whose forecast of a unit reads only that unit's context (their forward pass on a few
+#: units' columns gives exactly those units' forecasts)
+PER_UNIT_KINDS = frozenset({"CopyLast", "NLinear", "MLP", "MLPLarge"})
+
+
+def forecasts_units_apart(model: Any) -> bool:
+    """Whether :func:`forecast_units` forecasts a few units for much less than every unit: a
+    per-unit model, or POCO/POYO (a population encoder and a per-unit decoder)."""
+    hp = getattr(model, "hp", None)
+    return getattr(model, "kind", None) in PER_UNIT_KINDS or bool(hp and hp.get("encoder") and hasattr(model, "dec_atn"))
+
+
 def forecast_units(model: Any, context: Any, session_index: int, units: list[int] | np.ndarray) -> Any:
     """Forecasts of ``units`` only, from the whole population's context.
 
     Parameters
     ----------
     model
-        Any forecaster. For POCO (and POYO) the population encoder reads every unit of
-        ``context`` and the per-unit decoder runs for ``units`` only (about a tenth of a whole
-        pass for 8 of 1500 units); other models forecast every unit and the columns are taken.
+        Any forecaster. A per-unit model (:data:`PER_UNIT_KINDS`) runs on the units' columns;
+        for POCO (and POYO) the population encoder reads every unit of ``context`` and the
+        per-unit decoder runs for ``units`` only (about a tenth of a whole pass for 8 of 1500
+        units); other models forecast every unit and the columns are taken.
     context : tensor, shape (B, C, U)
     session_index
         The model's index of the recording's session.
@@ -158,8 +171,10 @@ def forecast_units(model: Any, context: Any, session_index: int, units: list[int
     cols = torch.as_tensor(np.asarray(units, dtype=np.int64), device=context.device)
     B, C, U = context.shape
     session = torch.full((B,), int(session_index), dtype=torch.int64, device=context.device)
+    if getattr(model, "kind", None) in PER_UNIT_KINDS:
+        return model(context[:, :, cols], session, unit_mask=torch.ones((B, len(cols)), dtype=torch.bool, device=context.device))
     hp = getattr(model, "hp", None)
-    if not (hp and hp.get("encoder") and hasattr(model, "dec_atn")) or len(cols) * 4 > U:
+    if not forecasts_units_apart(model) or len(cols) * 4 > U:
         return model(context, session)[:, :, cols]
     mask = model.check_input(context, session, None)
     u = model.unit_embeddings(session, torch.arange(U, device=context.device).expand(B, U))
@@ -609,15 +624,24 @@ class ForecastController(Controller):
             return False
         # 1. the units on screen, LOOKAHEAD_S of playback ahead of the cursor
         ahead = max(SCREEN_BATCH, int(LOOKAHEAD_S * self.fps))
+        lo, hi = self.cursor_bounds()
+        span = max(1, hi - lo + 1)
+        upcoming = [lo + (t + k - lo) % span for k in range(min(ahead, span))]  # playback wraps around
         best, best_gap = None, None
         for run in active:
             fc = run.forecast
-            want = fc.cursors[(fc.cursors >= t) & (fc.cursors < t + ahead)]
-            missing = [int(c) for c in want if not run.has(int(c), units)] if units else []
-            if missing and (best_gap is None or missing[0] - t < best_gap):
-                best, best_gap, best_missing = run, missing[0] - t, missing
+            gaps = [k for k, c in enumerate(upcoming) if c < fc.T and fc.valid[c] and not run.has(c, units)] if units else []
+            if gaps and (best_gap is None or gaps[0] < best_gap):
+                best, best_gap, best_missing = run, gaps[0], [upcoming[k] for k in gaps]
         if best is not None:
-            self._screen_batch(best, best_missing[:SCREEN_BATCH], units)
+            if forecasts_units_apart(best.model) and len(units) * 4 <= rec.U:
+                self._screen_batch(best, best_missing[:SCREEN_BATCH], units)
+            else:  # whole windows cost the same here, and they count for the metrics too
+                try:
+                    best.forecast.compute(cursors=np.asarray(best_missing[:SCREEN_BATCH]))
+                except Exception as exc:
+                    best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
+                    self.error = best.message
             if best_gap <= 1:
                 self.changed()
             else:

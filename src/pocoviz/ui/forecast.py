@@ -93,6 +93,7 @@ class ForecastView(TabView):
         self._playing = False
         self._play_cb: PeriodicCallback | None = None
         self._last_clock = 0.0
+        self._play_since, self._played = 0.0, 0
         self._applied: dict[str, Any] = {}
         self._raster_marks: dict[str, BoxAnnotation] = {}
         self._hover_rows: dict[str, list] = {"ids": [], "names": [], "regions": []}
@@ -418,6 +419,7 @@ class ForecastView(TabView):
             self._play_cb.stop()
             self._play_cb = None
         if playing:
+            self._play_since, self._played = time.monotonic(), 0
             self._play_cb = PeriodicCallback(callback=self._tick, period=int(round(1000 / self.controller.fps)),
                                              background=True)  # fmt: skip
             self._play_cb.start()
@@ -429,10 +431,21 @@ class ForecastView(TabView):
         self._on_loop(self._step_if_playing)
 
     def _step_if_playing(self) -> None:
-        if self._playing:  # a tick already under way when playback stopped moves nothing
-            self.controller.step(1)
+        """Move the cursor to where the recording should be now: a server that falls behind skips
+        frames rather than slowing the recording down."""
+        if not self._playing:  # a tick already under way when playback stopped moves nothing
+            return
+        now = time.monotonic()
+        due = int((now - self._play_since) * self.controller.fps) - self._played
+        if due >= 1:
+            due = min(due, max(1, self.controller.fps // 2))  # after a long stall, catch up at most half a second
+            self._played += due
+            self.controller.step(due)
+        if due < 0 or now - self._play_since > 60:  # speed changed, or restart the reckoning now and then
+            self._play_since, self._played = now, 0
 
     def _on_fps(self, event: Any) -> None:
+        self._play_since, self._played = time.monotonic(), 0
         if self._play_cb is not None:
             self._play_cb.period = int(round(1000 / event.new))
 
