@@ -242,31 +242,55 @@ def bench_embeddings_tab(chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
     return out
 
 
-#: counts data updates of the traces plot in the browser (one per drawn frame)
-_FRAME_HOOK = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
-  if (m.name === 'pocoviz-frame') { window.__pocovizFrames = 0; window.__pocovizFull = 0;
+#: counts data updates of the traces plot in the browser (one per drawn frame), those that hold
+#: POCO's lines (the first model, "model-0") and those that hold every model's
+_FRAME_HOOK = """(n) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.name === 'pocoviz-frame') { window.__pocovizFrames = 0; window.__pocovizFull = 0; window.__pocovizPoco = 0;
     m.properties.data.change.connect(() => { window.__pocovizFrames++;
-      const layers = new Set(m.data.layer); if (layers.has('model-0') && layers.has('model-1') && layers.has('model-2')) window.__pocovizFull++; });
+      const layers = new Set(m.data.layer);
+      if (layers.has('model-0')) window.__pocovizPoco++;
+      let all = true; for (let i = 0; i < n; i++) if (!layers.has('model-' + i)) all = false;
+      if (all) window.__pocovizFull++; });
     return true; }
   return false; }"""
+
+
+#: the HTML of the Forecast tab's model-status pane
+_STATUS_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (Array.isArray(m.css_classes) && m.css_classes.includes('pocoviz-model-status')) return m.text; return null; }"""
+
+
+def _readout_frame(page: Any) -> int:
+    """The cursor as the Forecast tab's readout shows it ("frame 123 / 1499 ...")."""
+    import re
+
+    text = page.locator(".pocoviz-clock").get_by_text(re.compile(r"frame \d+")).first.inner_text()
+    return int(re.search(r"frame (\d+)", text).group(1))
 
 
 def bench_playback(
     chromium: str = "/usr/bin/chromium", seconds: float = 5.0, speeds: tuple[int, ...] = (10, 30), settled: bool = False
 ) -> dict[str, Any]:
     """Forecast-tab playback in headless Chromium: frames drawn per second over ``seconds`` with
-    8 traces, three models and the 1500-unit zebrafish raster, per requested speed.
+    8 traces, three models (POCO first) and the 1500-unit zebrafish raster, per requested speed,
+    each on a fresh page right after POCO's first lines appear (its whole-population pass has
+    barely started).
 
     ``frames_per_s``: data updates of the traces plot that reached the browser (a test hook on
     its ColumnDataSource); ``cursor_frames_per_s``: how far the cursor moved;
-    ``frames_with_all_forecasts``: the share of drawn frames that held all three models' forecasts
-    (they are computed in the background while playing: POCO on 1500 units can fall behind a
-    fast playhead on 2 CPU cores).
+    ``frames_with_poco``: the share of drawn frames that held POCO's lines (issue 15 asks for at
+    least 0.95 at 30 frames/s: the units on screen are forecast ahead of the playhead, the whole
+    population behind it); ``frames_with_all_forecasts``: the share that held all three models';
+    ``poco_full_pass_at_end``: how much of POCO's whole-recording pass (for the metrics) was done
+    when playback stopped.
     """
-    import json
+    import html
+    import os
+    import re
     import urllib.parse
 
     out: dict[str, Any] = {"recording": "zebrafish/fish0 (1500 units x 1500 frames)", "traces": 8, "seconds": seconds}
+    out["load_average_1min_before"] = round(os.getloadavg()[0], 2)  # the same machine serves, forecasts and renders
     models = ["poco_demo", "mlp_demo", "nlinear_demo"]
     with _served(chromium) as served:
         if isinstance(served, dict):
@@ -274,7 +298,7 @@ def bench_playback(
         browser, url, _ = served
         for fps in speeds:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            q = urllib.parse.urlencode({"tab": "1", "session": "zebrafish/fish0", "models": json.dumps(models), "traces": "8", "speed": str(fps)})
+            q = urllib.parse.urlencode({"tab": "1", "session": "zebrafish/fish0", "models": ",".join(models), "traces": "8", "speed": str(fps)})
             page.goto(f"{url}?{q}", wait_until="domcontentloaded")
             page.locator(".pocoviz-forecast-traces canvas").first.wait_for(state="visible", timeout=180_000)
             page.wait_for_function(
@@ -285,25 +309,25 @@ def bench_playback(
             page.wait_for_timeout(1500)
             if settled:  # wait until every model has forecast the whole recording (the worker is idle)
                 page.locator(".pocoviz-model-status").filter(has_text="computing").wait_for(state="detached", timeout=300_000)
-            page.evaluate(_FRAME_HOOK)
-            cursor = "() => Number(new URLSearchParams(location.search).get('t'))"
-            t_start = page.evaluate(cursor)
+            page.evaluate(_FRAME_HOOK, len(models))
+            t_start = _readout_frame(page)
             page.locator(".pocoviz-play button").click()
             t0 = time.perf_counter()
             page.wait_for_timeout(seconds * 1000)
-            frames, full = page.evaluate("[window.__pocovizFrames, window.__pocovizFull]")
+            frames, full, poco = page.evaluate("[window.__pocovizFrames, window.__pocovizFull, window.__pocovizPoco]")
             elapsed = time.perf_counter() - t0
             page.locator(".pocoviz-play button").click()
-            page.wait_for_timeout(300)
-            layers = page.evaluate(
-                "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
-                " if (m.name === 'pocoviz-frame') return Array.from(new Set(m.data.layer)); return []; }"
-            )
+            played = time.perf_counter() - t0
+            page.wait_for_timeout(500)
+            status = html.unescape(page.evaluate(_STATUS_JS) or "")
+            first = re.search(r"poco_demo.*?(?:computing (\d+)%|: ready)", status, re.S)
             out[f"speed_{fps}"] = {
                 "frames_per_s": round(frames / elapsed, 1),
-                "cursor_frames_per_s": round((page.evaluate(cursor) - t_start) / elapsed, 1),
+                "cursor_frames_per_s": round((_readout_frame(page) - t_start) / played, 1),
+                "frames_with_poco": round(poco / frames, 3) if frames else None,
                 "frames_with_all_forecasts": round(full / frames, 3) if frames else None,
-                "all_forecasts_at_end": sum(1 for name in layers if name.startswith("model-")) >= len(models),
+                "poco_full_pass_at_end": None if first is None else (1.0 if first.group(1) is None else int(first.group(1)) / 100),
             }
             page.close()
+    out["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     return out
