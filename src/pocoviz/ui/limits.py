@@ -145,7 +145,6 @@ class LimitsView(TabView):
 
     def _render_live(self, snap: LimitsSnapshot) -> None:
         live = snap.live
-        self._status_pane.object = html.escape(live.status)
         src, f = self._live_source, self._f_live
         if live.id != self._live_id:
             self._live_id = live.id
@@ -161,6 +160,7 @@ class LimitsView(TabView):
                 lo, hi = log_range(float(loss.min()), float(loss.max()))
                 f.y_range.start, f.y_range.end = lo, hi
                 _ticks(f, "y", log_ticks(lo, hi))
+        self._status_pane.object = html.escape(live.status)  # after the points: "done" never precedes the last one
 
     # ------------------------------------------------------------------ figures
     def _build_plots(self) -> None:
