@@ -182,11 +182,9 @@ def forecast_units(model: Any, context: Any, session_index: int, units: list[int
     K, n_tok = hp["token_length"], model.tokens_per_unit
     tokens = context.transpose(1, 2).reshape(B, U, n_tok, K)
     x = (model.input_proj(tokens) + u[:, :, None, :]).reshape(B, U * n_tok, -1)
-    key_mask = mask.repeat_interleave(n_tok, dim=1)
-    t_in = model.rotary(model.token_times.repeat(U))[None]
     t_lat = model.rotary(model.latent_times)[None]
     lat = model.latent_emb.weight[None].expand(B, -1, -1)
-    lat = lat + model.enc_atn(lat, t_lat, x, t_in, key_mask)
+    lat = lat + _attend_by_token_time(model.enc_atn, lat, t_lat, x, model.rotary(model.token_times), mask)
     lat = lat + model.enc_ffn(lat)
     for atn, ffn in model.process:
         lat = lat + model.latent_drop(atn(lat, t_lat))
@@ -201,6 +199,39 @@ def forecast_units(model: Any, context: Any, session_index: int, units: list[int
     else:
         y = model.out_proj(e)
     return y.transpose(1, 2)
+
+
+def _attend_by_token_time(atn: Any, lat: Any, lat_angles: Any, x: Any, token_angles: Any, unit_mask: Any) -> Any:
+    """POCO's encoder cross-attention (``RotaryAttention`` with rotated values) from the latents to
+    every unit's tokens, without rotating the tokens' keys and values.
+
+    The tokens have only ``n`` distinct times (3 for a 48-frame context), so the rotations move to
+    the few latent queries and per-time sums: with R(a) the rotation by angles a,
+    ``(R(a_q) q)·(R(a_j) k_j) = (R(a_q - a_j) q)·k_j`` and ``Σ_j p_j R(a_j) v_j = Σ_τ R(a_τ) Σ_{j at τ} p_j v_j``.
+    Same numbers as ``atn(lat, lat_angles, x, angles of every token, key mask)``, without the
+    elementwise rotation of U·n keys and values that dominates that call on a large population.
+
+    lat: (B, L, d); lat_angles: (1, L, D); x: (B, U·n, d), unit-major; token_angles: (n, D);
+    unit_mask: (B, U) bool. Returns (B, L, d).
+    """
+    import torch
+
+    from pocoviz.forecast.poco import rotate
+
+    B, L, _ = lat.shape
+    H, D = atn.heads, atn.dim_head
+    n = token_angles.shape[0]
+    q = atn.to_q(atn.norm(lat)).view(B, L, H, D).transpose(1, 2)  # (B, H, L, D)
+    k, v = atn.to_kv(atn.norm_context(x)).view(B, x.shape[1], 2, H, D).permute(2, 0, 3, 1, 4)  # (B, H, U·n, D) each
+    logits = torch.cat([rotate(q, lat_angles - token_angles[tau]) @ k[:, :, tau::n].transpose(-1, -2) for tau in range(n)], dim=-1)
+    logits = logits * D**-0.5  # (B, H, L, n·U), time-major
+    if not bool(unit_mask.all()):
+        logits = logits.masked_fill(~unit_mask.repeat(1, n)[:, None, None, :], float("-inf"))
+    p = logits.softmax(-1)
+    U = x.shape[1] // n
+    out = sum(rotate(p[..., tau * U : (tau + 1) * U] @ v[:, :, tau::n], token_angles[tau].expand(1, L, D)) for tau in range(n))
+    out = rotate(out, -lat_angles)
+    return atn.to_out(out.transpose(1, 2).reshape(B, L, H * D))
 
 
 # ==================================================================================== runs
@@ -681,6 +712,10 @@ class ForecastController(Controller):
             self.changed()
         else:
             self._changed_throttled()
+        if self.playing:
+            # while playing, the whole pass takes at most half of this thread's time: the other
+            # half of a core stays with the server drawing frames (and, on one machine, the browser)
+            time.sleep(min(FULL_BATCH_S, time.perf_counter() - t0))
         return True
 
     def _screen_batch(self, run: ModelRun, cursors: list[int], units: list[int]) -> None:
