@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, FixedTicker, Legend, LinearColorMapper, PrintfTickFormatter, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, Legend, LinearColorMapper, PrintfTickFormatter, Range1d
 from bokeh.plotting import figure
 
 from pocoviz.controllers.limits import FigureData, LimitsController, LimitsSnapshot, log_range, log_ticks
@@ -182,9 +182,11 @@ class LimitsView(TabView):
         for a in (1.0, 0.5):
             for L in (2, 32):
                 f = figure(
-                    width=165, height=180, title=f"αL = {'1' if a == 1 else '½'}, L = {L}", toolbar_location=None,
+                    width=165 if L == 2 else 215, height=180, title=f"αL = {'1' if a == 1 else '½'}, L = {L}", toolbar_location=None,
                     x_range=(0, 24), y_range=(0, 24), css_classes=["pocoviz-lim-kernel"],
                 )  # fmt: skip
+                if L != 2:  # the scale of the row's two kernels, beside the second
+                    f.add_layout(ColorBar(color_mapper=cmap, width=10, major_label_text_font_size="9px", ticker=FixedTicker(ticks=[-1, 0, 1])), "right")
                 f.axis.visible = False
                 f.grid.visible = False
                 f.title.text_font_size = "11px"
