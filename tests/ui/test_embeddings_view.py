@@ -142,6 +142,8 @@ def test_all_sessions_map_draws_one_frame_with_a_note(view):
     c = view.controller
     c.session = ALL
     try:
+        assert c.wait_idle(120)  # unserved, the jobs' threads draw too: let them finish first
+        view.refresh()
         snap = c.snapshot()
         data = view.map_pipe.data
         assert set(data["session"]) == set(snap.map_sessions) and {s.split("/")[0] for s in data["session"]} == {snap.map_dataset}
@@ -150,6 +152,10 @@ def test_all_sessions_map_draws_one_frame_with_a_note(view):
         assert "other coordinate frames" in view.map_note.object and view.map_note.visible
         c.map_dataset = "mouse"
         assert {s.split("/")[0] for s in view.map_pipe.data["session"]} == {"mouse"}
+        ds = snap.table["dataset"].values.astype(str)
+        c.select([*np.flatnonzero(ds == "mouse")[:5], *np.flatnonzero(ds == "worm")[:7]])  # marks only in the frame shown
+        np.testing.assert_allclose(view.map_marks_pipe.data["pos_x"], snap.table["x"].values[np.flatnonzero(ds == "mouse")[:5]])
+        assert len(view.marks_pipe.data["emb_x"]) == 12 and "7 selected units are there" in view.map_note.object
     finally:
         c.param.update(map_dataset="", session="worm/worm0")
         assert c.wait_idle(120)
