@@ -137,6 +137,9 @@ def test_a_link_reproduces_the_live_run_settings_and_clamps_bad_values():
     e = LimitsController(forward=False)
     messages = e.apply_url({"lim_N": "1000", "lim_aA": "0.7", "lim_steps": "-3"})
     assert e.live_N == 64 and e.live_alpha_A == 1.0 and e.live_steps == 10 and len(messages) == 3
+    assert e.snapshot().notice.startswith("Link settings")
+    e.live_H = 2  # the user's next change clears the link's message
+    assert e.snapshot().notice == ""
     for x in (c, d, e):
         x.close()
 

@@ -150,6 +150,8 @@ def test_a_link_reproduces_the_settings_and_bad_values_are_reported(data_dir):
     messages = e.apply_url({"rec_src": "../secret.nc", "rec_t": "900,1000", "rec_n": "99", "rec_units": "1-3", "rec_by": "index"})
     assert e.source == "demo" and e.window is None and e.n_traces == 40 and e.snapshot().units == (1, 2, 3)
     assert any("rec_src" in m for m in messages) and any("rec_t" in m for m in messages) and e.notice.startswith("Link settings")
+    e.n_traces = 5  # the user's next change clears the link's message
+    assert e.notice == "" and e.snapshot().notice == ""
 
 
 def test_a_duplicated_label_selects_every_unit_carrying_it(tmp_path):

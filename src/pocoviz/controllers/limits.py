@@ -294,6 +294,8 @@ class LimitsController(Controller):
     def __init__(self, *, forward: bool = True, **params: Any):
         super().__init__(**params)
         self.param.watch(lambda event: self.changed(), "notice")  # a link's clamped settings are shown
+        # until the user changes a setting (a link applies its values first)
+        self.param.watch(lambda *events: self.param.update(notice="") if self.notice else None, list(self.url.params))
         self._lock = threading.Lock()
         self._live = LiveRun()
         self._requests = 0  # live runs requested (a stopped run says "stopped" only if none followed)

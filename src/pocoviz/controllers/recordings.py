@@ -224,6 +224,8 @@ class RecordingsController(Controller):
         self._hold = False
         self.param.source.objects = list_sources(data_dir)
         self._load_source()
+        # a link's message stays until the user changes a setting (a link applies its values first)
+        self.param.watch(lambda *events: self.param.update(notice="") if self.notice else None, list(self.url.params))
 
     # ------------------------------------------------------------------ public actions
     @property
