@@ -241,6 +241,8 @@ def test_mismatched_checkpoint_is_an_error_message(ctl):
     assert "mismatched" in ctl.snapshot().error
     snap = ctl.snapshot()
     assert len(lines(snap, "model-1")[1]) == len(snap.layout.units) > 0 and lines(snap, "model-0")[1] == []
+    ctl.models = ["data:models/tiny_mlp"]  # the refused model is no longer chosen: its message goes
+    assert ctl.snapshot().error == ""
 
 
 def test_adapting_a_model_to_an_unseen_recording(ctl):
@@ -429,6 +431,8 @@ def test_an_export_too_large_for_a_browser_is_refused_with_a_reason(ctl, monkeyp
     monkeypatch.setattr(mod, "MAX_EXPORT_BYTES", 10_000)
     assert ctl.export_file() is None
     assert "browser download" in ctl.snapshot().error and "export the units on screen" in ctl.snapshot().error
+    ctl.export_scope = "shown"  # another choice: the refusal's message goes
+    assert ctl.snapshot().error == ""
 
 
 def test_busy_follows_the_background_work(ctl):

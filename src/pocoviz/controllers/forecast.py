@@ -446,6 +446,7 @@ class ForecastController(Controller):
         self._metrics_cache: tuple[tuple, float, MetricsView] | None = None
         self._last_changed = 0.0
         self._units_cache: tuple | None = None
+        self._errors: dict[str, str] = {}
         self._layout_cache: tuple | None = None
         super().__init__(**params)
         self.param.source.objects = list_sources(self.data_dir)
@@ -455,6 +456,7 @@ class ForecastController(Controller):
         self.param.watch(self._on_source, "source")
         self.param.watch(self._on_session, "session")
         self.param.watch(self._on_models, "models")
+        self.param.watch(lambda *events: self._set_error("export", ""), "export_scope")
         self.param.watch(lambda *events: self.changed(), ["select_by", "region", "labels", "unit_ids", "n_traces", "metrics_over",
                                                     "step_metric", "export_scope", "error", "notice", "busy"])  # fmt: skip
         if not self.models:
@@ -483,12 +485,12 @@ class ForecastController(Controller):
         try:
             sessions = SOURCE_CACHE.load(self.source, self.data_dir)
         except RecordingError as exc:
-            self.error = f"Cannot open this recording. {exc}"
+            self._set_error("source", f"Cannot open this recording. {exc}")
             return
         except Exception as exc:  # an unexpected reader failure must not end the session
-            self.error = f"Cannot open this recording. {type(exc).__name__}: {exc}"
+            self._set_error("source", f"Cannot open this recording. {type(exc).__name__}: {exc}")
             return
-        self.error = ""
+        self._set_error("source", "")
         self._sessions = sessions
         names = list(sessions)
         self.param.session.objects = names
@@ -503,7 +505,7 @@ class ForecastController(Controller):
         try:
             rec = prepare_recording(self.source, self.session, self._sessions[self.session])
         except Exception as exc:
-            self.error = f"Cannot prepare {self.session}: {exc}"
+            self._set_error("source", f"Cannot prepare {self.session}: {exc}")
             return
         self.recording = rec
         options = label_options(rec.ds)  # a duplicated label is shown as such; picking it selects every unit carrying it
@@ -595,6 +597,7 @@ class ForecastController(Controller):
             run.color = self._colors[key]
             runs.append(run)
         self.runs = runs
+        self._model_errors()  # a refused model that is no longer chosen takes its message along
         self._fit_cursor()
         self._metrics_cache = None
         if any(r.state in ("loading", "computing") for r in runs):
@@ -636,7 +639,7 @@ class ForecastController(Controller):
                 job.check()
                 self._prepare(run, rec)
                 if run.state == "error":
-                    self.error = run.message
+                    self._model_errors()
                 self.changed()
         while True:
             job.check()
@@ -672,7 +675,7 @@ class ForecastController(Controller):
                     best.forecast.compute(cursors=np.asarray(best_missing[:SCREEN_BATCH]))
                 except Exception as exc:
                     best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
-                    self.error = best.message
+                    self._model_errors()
             if best_gap <= 1:
                 self.changed()
             else:
@@ -702,7 +705,7 @@ class ForecastController(Controller):
             done = fc.compute(cursors=order[:n])
         except Exception as exc:
             best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
-            self.error = best.message
+            self._model_errors()
             return True
         if done:
             per = (time.perf_counter() - t0) / done
@@ -750,6 +753,16 @@ class ForecastController(Controller):
     def changed(self) -> None:
         self._last_changed = time.monotonic()
         super().changed()
+
+    def _set_error(self, kind: str, message: str) -> None:
+        """The error shown is every kind's latest message: a recording that cannot be read
+        ("source"), refused or failed models ("models"), a refused export ("export"); each kind is
+        cleared by its own next success."""
+        self._errors[kind] = message
+        self.error = " ".join(m for m in self._errors.values() if m)
+
+    def _model_errors(self) -> None:
+        self._set_error("models", " ".join(r.message for r in self.runs if r.state == "error"))
 
     def adapt(self) -> None:
         """Fine-tune the unit embeddings of every chosen model that has not seen this recording."""
@@ -806,7 +819,7 @@ class ForecastController(Controller):
                 if job.cancelled:
                     raise
                 run.state, run.message = "error", f"{run.label}: adaptation failed: {exc}"
-                self.error = run.message
+                self._model_errors()
             self.changed()
         if self.recording is rec and any(r.state == "computing" for r in self.runs):
             self.jobs.start("forecast", lambda j, runs=list(self.runs): self._forecast_job(j, rec, runs))
@@ -1137,8 +1150,9 @@ class ForecastController(Controller):
         except (ValueError, OSError) as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            self.error = f"Nothing exported: {exc}"
+            self._set_error("export", f"Nothing exported: {exc}")
             return None
+        self._set_error("export", "")
         return tmp
 
 
