@@ -83,6 +83,7 @@ class ForecastView(TabView):
 
     _clim = param.Tuple(default=(-3.0, 3.0), precedence=-1)
     _raster_title = param.String(default="", precedence=-1)
+    _raster_xlabel = param.String(default="time (s)", precedence=-1)
     #: incremented each time a frame is drawn (for tests and benchmarks)
     frames_drawn = param.Integer(default=0, precedence=-1)
 
@@ -199,6 +200,7 @@ class ForecastView(TabView):
         with param.parameterized.batch_call_watchers(self):
             self._clim = r.clim
             self._raster_title = r.title
+            self._raster_xlabel = r.time_label
         self._place_marks(snap)
 
     def _apply_metrics(self, snap: ForecastSnapshot) -> None:
@@ -332,7 +334,7 @@ class ForecastView(TabView):
             ylabel="unit (sorted by region)", xlabel="time (s)", toolbar="above", framewise=True, padding=0,
             hooks=[self._raster_hook],
         )  # fmt: skip
-        raster = raster.apply.opts(clim=self.param._clim, title=self.param._raster_title)
+        raster = raster.apply.opts(clim=self.param._clim, title=self.param._raster_title, xlabel=self.param._raster_xlabel)
         self._tap = hv.streams.Tap(source=raster, x=None, y=None)
         self._tap.add_subscriber(lambda x=None, y=None: self.controller.tap_row(y))
         self.raster_pane = pn.pane.HoloViews(raster, sizing_mode="stretch_width", height=RASTER_HEIGHT, linked_axes=False,
