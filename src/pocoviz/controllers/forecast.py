@@ -743,6 +743,8 @@ class ForecastController(Controller):
         for i, c in enumerate(cursors):
             for j, u in enumerate(units):
                 run.screen[(c, u)] = y[i, :, j]
+        if len(run.screen) > 20_000:  # what the whole pass has since computed is kept there
+            run.screen = {k: v for k, v in run.screen.items() if not fc.done[k[0]]}
 
     def _changed_throttled(self, every: float = 0.2) -> None:
         now = time.monotonic()

@@ -84,8 +84,6 @@ class ForecastView(TabView):
     _clim = param.Tuple(default=(-3.0, 3.0), precedence=-1)
     _raster_title = param.String(default="", precedence=-1)
     _raster_xlabel = param.String(default="time (s)", precedence=-1)
-    #: incremented each time a frame is drawn (for tests and benchmarks)
-    frames_drawn = param.Integer(default=0, precedence=-1)
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         self.controller = ForecastController(data_dir)
@@ -127,7 +125,6 @@ class ForecastView(TabView):
         snap = snap or self.controller.snapshot()
         self._once("layout", snap.layout, lambda: self._apply_layout(snap))
         self.frame_source.data = snap.lines
-        self.frames_drawn += 1
         self._once("legend", snap.legend, lambda: self._apply_legend(snap))
         now = time.monotonic()
         if not self._playing or now - self._last_clock >= CLOCK_EVERY_S:
