@@ -124,7 +124,7 @@ class ForecastView(TabView):
         """Show ``snap`` (default: the controller's snapshot now); returns it."""
         snap = snap or self.controller.snapshot()
         self._once("layout", snap.layout, lambda: self._apply_layout(snap))
-        self.frame_source.data = snap.lines
+        self._once("lines", snap.lines, lambda: setattr(self.frame_source, "data", snap.lines))  # only what changed travels
         self._once("legend", snap.legend, lambda: self._apply_legend(snap))
         now = time.monotonic()
         if not self._playing or now - self._last_clock >= CLOCK_EVERY_S:
