@@ -255,7 +255,7 @@ def test_single_threaded_runs_one_torch_and_one_blas_thread_and_puts_them_back(t
         assert _blas_threads() and all(n == 1 for n in _blas_threads())
     assert torch.get_num_threads() == 3 and all(n == 2 for n in _blas_threads())
     with pytest.raises(ZeroDivisionError), single_threaded():
-        1 / 0
+        _ = 1 / 0
     assert torch.get_num_threads() == 3 and all(n == 2 for n in _blas_threads())
 
 

@@ -137,7 +137,7 @@ def write_sweeps(names: tuple[str, ...] = SWEEPS, folder: str | Path | None = No
     files = []
     for name in names:
         t0 = time.perf_counter()
-        ds = run_sweep(name, progress=lambda i, n, s: log(f"  {name}: run {i}/{n} ({s:.1f} s)") if i % 5 == 0 or i == n else None)
+        ds = run_sweep(name, progress=lambda i, n, s, name=name: log(f"  {name}: run {i}/{n} ({s:.1f} s)") if i % 5 == 0 or i == n else None)
         path = out_dir / f"{name}.nc"
         tmp = path.with_suffix(".nc.tmp")
         ds.to_netcdf(tmp, engine="h5netcdf")

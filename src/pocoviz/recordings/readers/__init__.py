@@ -13,6 +13,7 @@ module              function                                   format
 ==================  =========================================  ======================================
 
 Use :func:`pocoviz.recordings.io.open_recording`, which picks the reader from the file's content.
-Readers never write, and never run pickles: suite2p's ``stat.npy`` (``load_positions=True``) is read by an unpickler that builds only numpy arrays, scalars and containers.
+Readers never write, and never run pickles: suite2p's ``stat.npy`` (``load_positions=True``) is read by an
+unpickler that builds only numpy arrays, scalars and containers.
 Submodules are imported lazily by ``io`` so that optional heavy imports (pynwb) cost nothing until used.
 """
