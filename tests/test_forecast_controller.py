@@ -15,7 +15,6 @@ from pocoviz.controllers.forecast import (
     COPY_LAST_COLOR,
     MODEL_COLORS,
     ForecastController,
-    forecast_units,
 )
 
 torch.set_num_threads(1)
@@ -343,26 +342,6 @@ def test_a_bad_link_never_stops_the_tab(data_dir, query, says, check):
         assert snap.recording is not None and "frame <b>" in snap.clock
     finally:
         c.close()
-
-
-def test_forecast_units_equals_the_whole_forward_pass():
-    """POCO's encoder over every unit and its decoder for a few, per-unit models on the units'
-    columns: the same numbers as a whole pass."""
-    from pocoviz.controllers.models import LOADED_MODELS
-
-    for key in ("poco_demo", "mlp_demo", "nlinear_demo"):
-        model = LOADED_MODELS.get(key, None).eval()
-        names = [s.name for s in model.sessions]
-        session = names.index("worm/worm0") if "worm/worm0" in names else 0
-        n = model.sessions[session].n_units
-        g = torch.Generator().manual_seed(0)
-        ctx = torch.randn(3, model.context, n, generator=g)
-        units = [0, 7, 3, n - 1]
-        with torch.inference_mode():
-            full = model(ctx, torch.full((3,), session))[:, :, units]
-            part = forecast_units(model, ctx, session, units)
-        assert part.shape == (3, model.horizon, 4)
-        torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
 
 
 def test_the_playhead_gets_poco_lines_before_the_whole_population_pass(ctl):
