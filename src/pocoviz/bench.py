@@ -278,7 +278,7 @@ def bench_playback(
 
     ``frames_per_s``: data updates of the traces plot that reached the browser (a test hook on
     its ColumnDataSource); ``cursor_frames_per_s``: how far the cursor moved;
-    ``frames_with_poco``: the share of drawn frames that held POCO's lines (issue 15 asks for at
+    ``frames_with_poco``: the share of drawn frames that held POCO's lines (the target is at
     least 0.95 at 30 frames/s: the units on screen are forecast ahead of the playhead, the whole
     population behind it); ``frames_with_all_forecasts``: the share that held all three models';
     ``poco_full_pass_at_end``: how much of POCO's whole-recording pass (for the metrics) was done

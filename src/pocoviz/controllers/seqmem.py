@@ -4,8 +4,7 @@ state and the snapshot of what is on screen (``pocoviz.ui.seqmem`` draws it). No
 bokeh.
 
 Settings typed into a box go through :meth:`SeqMemController.set_setting`: a value outside the
-bounds is clamped to them and :attr:`notice` says so (a box used to take P = 5000 and silently
-keep the old value). A preset sets every setting; as soon as one differs from the preset's, the
+bounds is clamped to them and :attr:`notice` says so, never dropped silently. A preset sets every setting; as soon as one differs from the preset's, the
 preset reads "custom" again.
 """
 

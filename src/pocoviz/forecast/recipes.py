@@ -27,11 +27,9 @@ DEMO_RECIPE = TrainConfig(steps=1000, batch_size=64, eval_every=100, max_units=6
 DEMO_STRIDES = {"train": 1, "val": 4, "test": 1}
 #: models shipped in assets/models by make-assets: name -> (kind, constructor overrides)
 #: The shipped POCO learns its unit embeddings 30x faster than the rest (effective lr 9e-3): its
-#: best validation checkpoint comes early (step ~100), and at the common rate the embeddings are
-#: then still near their N(0, 0.02) initialisation, with no region structure (region silhouette at
-#: the shuffled null, e.g. fish0 -0.013 vs null p95 -0.009). At 30x (seed 0) the test score rises
-#: 0.361 -> 0.377 and regions separate (mouse silhouette +0.06..0.08 vs null p95 -0.01, z ~ 31;
-#: experiments/results/embeddings_*.jsonl).
+#: best validation checkpoint comes early, when at the common rate the embeddings are still near
+#: their initialisation and show no region structure; at 30x they separate regions and the test
+#: score is higher (docs/results.md, benchmarks/results/embeddings_*.jsonl).
 DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "poco_demo": ("POCO", {"unit_embedding_lr": 30.0}),
     "mlp_demo": ("MLP", {}),
@@ -40,10 +38,9 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 
 SHORT_RECORDING = TrainConfig(steps=1500, batch_size=64, eval_every=20, patience=8)
 #: per-kind constructor overrides for short recordings: unit embeddings frozen at their random
-#: initialisation (they still tell units apart). On two 800-frame worms, learned embeddings let
-#: POCO's validation score collapse after ~80 steps (0.18 -> -0.5 by step 300), and neither
-#: dropout on the embeddings / encoder units nor token noise prevented it; frozen ones keep a
-#: plateau (0.19 from step 60 to 160) and scored best on test (seed 0: 0.230 vs 0.216 spec).
+#: initialisation (they still tell units apart): on a few hundred training frames, learned
+#: embeddings memorise the training windows and POCO's validation score collapses, which dropout
+#: and token noise did not prevent (docs/results.md).
 SHORT_RECORDING_MODELS: dict[str, dict[str, Any]] = {
     "POCO": {"unit_embedding_lr": 0.0},
     "POYO": {"unit_embedding_lr": 0.0},
