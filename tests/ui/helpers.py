@@ -17,12 +17,6 @@ def wait_for(pred: Callable[[], bool], timeout: float = 120.0, what: str = "cond
 
 
 def wait_idle(view: Any, timeout: float = 120.0) -> None:
-    """Until the background work of ``view`` (a tab view or a controller) is done: its controller's
-    jobs (``controller.jobs.wait_idle``, public); for a view still on ``ui.jobs.LatestRunner``, its
-    runner."""
+    """Until the background jobs of ``view`` (a tab view or a controller) are done."""
     controller = getattr(view, "controller", view)
-    jobs = getattr(controller, "jobs", None)
-    if jobs is not None and hasattr(jobs, "wait_idle"):
-        assert jobs.wait_idle(timeout), f"timed out after {timeout} s waiting for the background jobs of {type(view).__name__}"
-        return
-    wait_for(lambda: view._runner.idle, timeout, "the view's background work")
+    assert controller.jobs.wait_idle(timeout), f"timed out after {timeout} s waiting for the background jobs of {type(view).__name__}"

@@ -16,6 +16,7 @@ from pocoviz.backend import BackendError, get_device
 from pocoviz.controllers.sources import data_dir_from_env
 from pocoviz.serving import ignore_writes_to_closed_websockets
 
+from .base import quiet_spinner
 from .theme import APP_CSS
 from .warmup import start_warmup, wait_warmup
 
@@ -207,6 +208,7 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
         sidebar_width=250,
         header_background="#1f3b57",
         collapsed_sidebar=True,
+        busy_indicator=quiet_spinner(width=20, height=20),
     )
     template.main.append(tabs)
     return template

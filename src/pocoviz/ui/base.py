@@ -21,6 +21,13 @@ def query_of(search: str | None) -> dict[str, str]:
     return dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
 
 
+def quiet_spinner(**params) -> pn.indicators.LoadingSpinner:
+    """A spinner without Panel's off-throttle: the throttle turns the spinner off from an asyncio
+    task that edits the Bokeh model without the document lock ("_pending_writes should be
+    non-None", a server traceback when a tab's work ends just after it began)."""
+    return pn.indicators.LoadingSpinner(throttle=0, **params)
+
+
 class TabView(pn.viewable.Viewer):
     """Base of the app's tabs. Subclasses set :attr:`css_prefix`, implement :meth:`_build_layout`,
     set :attr:`controller` (whose URL fields then follow the page URL when served), and may extend
@@ -69,13 +76,24 @@ class TabView(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ URL state
     def _start_url_sync(self) -> None:
+        """Apply the page URL to the controller and follow it, on the session's event loop: with
+        ``--num-threads`` Panel runs onload callbacks in a thread pool, where widget updates can be
+        dropped and Bokeh models must not be edited."""
+        self._on_loop(self._sync_url_on_loop)
+
+    #: controller parameters that change too often to follow into the URL one by one (a view writes
+    #: them itself, e.g. the Forecast cursor with its readout)
+    url_write_skip: ClassVar[tuple[str, ...]] = ()
+
+    def _sync_url_on_loop(self) -> None:
         loc = pn.state.location
         if loc is None or self.controller is None:
             return
         self._location = loc
         self.controller.apply_url(query_of(loc.search))
         self._write_url()
-        self.controller.param.watch(lambda *events: self._on_loop(self._write_url), list(self.controller.url.params))
+        params = [p for p in self.controller.url.params if p not in self.url_write_skip]
+        self.controller.param.watch(lambda *events: self._on_loop(self._write_url), params)
 
     def _write_url(self) -> None:
         """Put the controller's settings into the page URL, keeping other tabs' keys."""

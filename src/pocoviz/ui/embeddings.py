@@ -422,7 +422,10 @@ class EmbeddingsView(TabView):
     # ------------------------------------------------------------------ layout
     def _on_served(self, doc: Any) -> None:
         super()._on_served(doc)
-        self._poll = pn.state.add_periodic_callback(lambda: self.render_progress(self.controller.snapshot()), period=300, start=False)
+        # periodic callbacks run in Panel's thread pool (--num-threads): draw on the session's loop
+        self._poll = pn.state.add_periodic_callback(
+            lambda: self._on_loop(lambda: self.render_progress(self.controller.snapshot())), period=300, start=False
+        )
         if self.controller.busy:
             self._poll.start()
 

@@ -45,7 +45,7 @@ from pocoviz.controllers.forecast import (
     ForecastSnapshot,
 )
 
-from .base import TabView, query_of
+from .base import TabView, quiet_spinner
 
 hv.Store.set_current_backend("bokeh")
 
@@ -80,6 +80,8 @@ class ForecastView(TabView):
     """The Forecast tab (see module docstring)."""
 
     css_prefix = "pocoviz-f"
+    #: the cursor goes into the link with the readout (a few times a second while playing), not every frame
+    url_write_skip = ("cursor",)
 
     _clim = param.Tuple(default=(-3.0, 3.0), precedence=-1)
     _raster_title = param.String(default="", precedence=-1)
@@ -345,7 +347,7 @@ class ForecastView(TabView):
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", css_classes=["pocoviz-forecast-error"])
         self.notice = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width",
                                     css_classes=["pocoviz-forecast-notice"])  # fmt: skip
-        self.spinner = pn.indicators.LoadingSpinner(value=False, visible=False, size=20, margin=(8, 10), css_classes=["pocoviz-forecast-busy"])
+        self.spinner = quiet_spinner(value=False, visible=False, size=20, margin=(8, 10), css_classes=["pocoviz-forecast-busy"])
 
     @staticmethod
     def _image(data: tuple | None) -> hv.Image:
@@ -447,23 +449,6 @@ class ForecastView(TabView):
         self._play_since, self._played = time.monotonic(), 0
         if self._play_cb is not None:
             self._play_cb.period = int(round(1000 / event.new))
-
-    # ================================================================= URL
-    def _start_url_sync(self) -> None:
-        """As the base class, on the session's event loop (with ``--num-threads`` Panel runs onload
-        callbacks in a thread pool, where widget updates can be dropped), and the cursor goes into
-        the link with the readout (a few times a second while playing), not on every frame."""
-        self._on_loop(self._sync_url_on_loop)
-
-    def _sync_url_on_loop(self) -> None:
-        loc = pn.state.location
-        if loc is None:
-            return
-        self._location = loc
-        self.controller.apply_url(query_of(loc.search))
-        self._write_url()
-        params = [p for p in self.controller.url.params if p != "cursor"]
-        self.controller.param.watch(lambda *events: self._on_loop(self._write_url), params)
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop the playback clock and the controller's jobs (the browser session ended)."""
