@@ -4,11 +4,12 @@ renders their snapshots and binds their parameters to widgets."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 import param
 
-from .jobs import JobRunner
+from .jobs import Job, JobRunner
 from .urlstate import UrlField, UrlState
 
 
@@ -30,11 +31,28 @@ class Controller(param.Parameterized):
         super().__init__(**params)
         self.jobs = JobRunner(name=f"pocoviz-{type(self).__name__}", on_change=self._jobs_changed)
         self.url = UrlState(self.url_fields)
+        self._lock = threading.Lock()  # guards results that jobs store and snapshots read
+        self._error = ""
 
     def _jobs_changed(self) -> None:
         busy = self.jobs.busy()
         if busy != self.busy:
             self.busy = busy
+
+    def _store(self, job: Job, **values: Any) -> None:
+        """Store results of ``job`` as attributes unless a newer job replaced it, then tell the view."""
+        with self._lock:
+            if job.cancelled:
+                return
+            for k, v in values.items():
+                setattr(self, k, v)
+        self.changed()
+
+    def _failed(self, job: Job) -> None:
+        """``on_done`` of jobs whose failure the snapshot shows (as ``_error``)."""
+        if job.state == "failed":
+            self._error = f"{job.lane} failed: {job.error}"
+            self.changed()
 
     def changed(self) -> None:
         """Tell the view to render a new snapshot."""

@@ -10,7 +10,6 @@ by the job that is still current, so stale work is never shown.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,14 +121,12 @@ class EnsemblesController(Controller):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self._lock = threading.Lock()
         self._theory: dict[str, Any] | None = None
         self._scaling: dict[str, Any] | None = None
         self._sim: Any = None
         self._markers: dict[str, np.ndarray] | None = None
         self._sim_progress: float | None = None
         self._sim_note = ""
-        self._error = ""
         self._start_theory()
         self._start_scaling()
 
@@ -180,20 +177,6 @@ class EnsemblesController(Controller):
         self.changed()
 
     # ------------------------------------------------------------------ jobs
-    def _store(self, job: Job, **values: Any) -> None:
-        """Store results of ``job`` unless a newer job replaced it, then tell the view."""
-        with self._lock:
-            if job.cancelled:
-                return
-            for k, v in values.items():
-                setattr(self, k, v)
-        self.changed()
-
-    def _failed(self, job: Job) -> None:
-        if job.state == "failed":
-            self._error = f"{job.lane} failed: {job.error}"
-            self.changed()
-
     def _start_theory(self) -> None:
         p = self.tab_params()
 

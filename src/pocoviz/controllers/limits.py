@@ -10,7 +10,6 @@ NeurIPS 2024 (spec ``transformer_limits.md`` §4.3).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,7 +295,6 @@ class LimitsController(Controller):
         self.param.watch(lambda event: self.changed(), "notice")  # a link's clamped settings are shown
         # until the user changes a setting (a link applies its values first)
         self.param.watch(lambda *events: self.param.update(notice="") if self.notice else None, list(self.url.params))
-        self._lock = threading.Lock()
         self._live = LiveRun()
         self._requests = 0  # live runs requested (a stopped run says "stopped" only if none followed)
         self._hist: FigureData | None = None

@@ -11,7 +11,6 @@ preset reads "custom" again.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,14 +130,12 @@ class SeqMemController(Controller):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self._lock = threading.Lock()
         self._rollout: Any = None
         self._info: dict[str, Any] = {}
         self._capacity: list[dict[str, Any]] = []
         self._cap_progress: float | None = None
         self._corr: dict[str, Any] = {}
         self._timing: dict[str, Any] = {}
-        self._error = ""
         self._start_rollout()
         self._start_timing()
         self._start_corr()
@@ -252,19 +249,6 @@ class SeqMemController(Controller):
         self.t = 0
 
     # ------------------------------------------------------------------ jobs
-    def _store(self, job: Job, **values: Any) -> None:
-        with self._lock:
-            if job.cancelled:
-                return
-            for k, v in values.items():
-                setattr(self, k, v)
-        self.changed()
-
-    def _failed(self, job: Job) -> None:
-        if job.state == "failed":
-            self._error = f"{job.lane} failed: {job.error}"
-            self.changed()
-
     def _start_rollout(self) -> None:
         from pocoviz.seqmem import recall
 

@@ -40,6 +40,8 @@ class TabView(pn.viewable.Viewer):
         self._doc = None
         self._layout: pn.viewable.Viewable | None = None
         self._location = None
+        self._render_pending = False
+        self._drawn: dict[str, Any] = {}
         self.controller: Controller | None = getattr(self, "controller", None)
 
     def _widget(self, name: str, kind: type, label: str, owner: Any = None, **kw: Any) -> pn.widgets.Widget:
@@ -48,6 +50,23 @@ class TabView(pn.viewable.Viewer):
         kw.setdefault("width", 250)
         owner = self if owner is None else owner
         return kind.from_param(owner.param[name], label=label, css_classes=[f"{self.css_prefix}-{name}"], **kw)
+
+    def _request_render(self) -> None:
+        """Draw the controller's snapshot (:meth:`_render`) once on the loop, however many changes
+        arrive before it runs."""
+        if not self._render_pending:
+            self._render_pending = True
+            self._on_loop(self._render)
+
+    def _render(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _changed(self, part: str, obj: Any) -> bool:
+        """Whether ``part`` of the snapshot is a new object since it was last drawn (and note it)."""
+        if self._drawn.get(part) is obj:
+            return False
+        self._drawn[part] = obj
+        return True
 
     def _on_loop(self, fn) -> None:
         """Run ``fn`` on the session's event loop, which holds the document lock that edits of Bokeh

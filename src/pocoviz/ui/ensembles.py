@@ -93,8 +93,6 @@ class EnsemblesView(TabView):
     def __init__(self, data_dir: str | None = None, controller: EnsemblesController | None = None, **params: Any):
         super().__init__(**params)
         self.controller = controller if controller is not None else EnsemblesController()
-        self._drawn: dict[str, Any] = {}
-        self._render_pending = False
         self._build_plots()
         self._badge = pn.pane.HTML("", css_classes=["pocoviz-ens-badge"], sizing_mode="stretch_width")
         self._status_pane = pn.pane.HTML("", css_classes=["pocoviz-ens-status"], width=260, styles={"font-size": "12px", "color": "#555"})
@@ -105,17 +103,6 @@ class EnsemblesView(TabView):
         self._render()
 
     # ------------------------------------------------------------------ rendering
-    def _request_render(self) -> None:
-        if not self._render_pending:
-            self._render_pending = True
-            self._on_loop(self._render)
-
-    def _changed(self, part: str, obj: Any) -> bool:
-        if self._drawn.get(part) is obj:
-            return False
-        self._drawn[part] = obj
-        return True
-
     def _render(self) -> None:
         self._render_pending = False
         snap = self.controller.snapshot()

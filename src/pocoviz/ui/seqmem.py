@@ -51,8 +51,6 @@ class SeqMemView(TabView):
         super().__init__(**params)
         self.controller = controller if controller is not None else SeqMemController()
         self._play_cb = None
-        self._render_pending = False
-        self._drawn: dict[str, Any] = {}
         self._build_plots()
         self._status_pane = pn.pane.HTML("", css_classes=["pocoviz-sm-status"], width=260, styles={"font-size": "12px", "color": "#555"})
         self._notice = pn.pane.HTML("", css_classes=["pocoviz-sm-notice"], width=260, styles={"font-size": "12px", "color": "#b35900", "font-weight": "600"})
@@ -91,17 +89,6 @@ class SeqMemView(TabView):
         super().close(timeout)
 
     # ------------------------------------------------------------------ rendering
-    def _request_render(self) -> None:
-        if not self._render_pending:
-            self._render_pending = True
-            self._on_loop(self._render)
-
-    def _changed(self, part: str, obj: Any) -> bool:
-        if self._drawn.get(part) is obj:
-            return False
-        self._drawn[part] = obj
-        return True
-
     def _render(self) -> None:
         self._render_pending = False
         snap = self.controller.snapshot()
