@@ -17,6 +17,7 @@ from pocoviz.controllers.sources import data_dir_from_env
 from pocoviz.serving import ignore_writes_to_closed_websockets
 
 from .base import quiet_spinner
+from .jobs import on_loop
 from .theme import APP_CSS
 from .warmup import start_warmup, wait_warmup
 
@@ -147,6 +148,15 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
     tabs = pn.Tabs(*[(title, holder) for (title, _), holder in zip(TABS, holders)], dynamic=True, sizing_mode="stretch_width")
 
     loading: set[int] = set()  # holders showing the loading placeholder
+    # The header's busy indicator follows this session's own background work (its tabs' controllers).
+    # Panel's template indicator follows the process-wide ``pn.state.busy`` instead: every visitor's
+    # header spun while anyone's callback ran, and the indicators of ended sessions stayed in Panel's
+    # global list, to be edited from its worker threads after their documents were gone.
+    busy = quiet_spinner(value=False, width=20, height=20, margin=(0, 10), css_classes=["pocoviz-header-busy"])
+    controllers: list = []
+
+    def follow_busy(*_events) -> None:
+        on_loop(doc, lambda: setattr(busy, "value", any(c.busy for c in controllers)))
 
     def build(index: int) -> None:
         holder = holders[index]
@@ -159,6 +169,10 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
 
                 traceback.print_exc()
                 view = pn.pane.Alert(f"This view could not start: {html.escape(str(exc))}", alert_type="danger")
+            controller = getattr(view, "controller", None)
+            if controller is not None:
+                controllers.append(controller)
+                controller.param.watch(follow_busy, "busy")
             holder[:] = [view]
 
     def placeholder(index: int) -> None:
@@ -172,7 +186,10 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
                 )
             )
 
-    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    doc = pn.state.curdoc
+    served = doc is not None and doc.session_context is not None
+    if not served:
+        doc = None
     if served:
         serve_resources_locally()  # before the page is rendered: it is, once this session exists
         ignore_writes_to_closed_websockets()  # a browser that leaves mid-stream is not a traceback
@@ -208,7 +225,8 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
         sidebar_width=250,
         header_background="#1f3b57",
         collapsed_sidebar=True,
-        busy_indicator=quiet_spinner(width=20, height=20),
+        busy_indicator=None,
     )
+    template.header.append(busy)
     template.main.append(tabs)
     return template
