@@ -397,6 +397,25 @@ class RecordingForecast:
                 model.train(was_training)
             return n
 
+    def advance(self, t: int, max_windows: int) -> int:
+        """About ``max_windows`` windows of the whole pass, nearest after cursor ``t`` first (then
+        wrapping to the beginning); returns how many were computed."""
+        missing = self.cursors[~self.done[self.cursors]]
+        if not len(missing):
+            return 0
+        order = np.concatenate([missing[missing >= t - 1], missing[missing < t - 1]])
+        return self.compute(cursors=order[: max(1, int(max_windows))])
+
+    def lines(self, t: int, units: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """(P, k) float32 forecasts of ``units`` at cursor ``t``, or None while not computed."""
+        if not 0 <= t < self.T or not self.done[t]:
+            return None
+        return self.forecast[t][:, np.asarray(units, dtype=np.int64)].astype(np.float32)
+
+    def context(self, cursors: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Contexts (b, C, U) float32 of ``cursors``."""
+        return np.stack([self.activity[c - self.C : c] for c in np.asarray(cursors, dtype=np.int64).tolist()])
+
     # -- scores ------------------------------------------------------------------------------
 
     def _stats(self) -> list[np.ndarray]:
