@@ -12,6 +12,14 @@ The playhead never waits for a whole-population pass: ahead of the cursor the ba
 first forecasts the units on screen (:func:`pocoviz.forecast.unit_subset.forecast_units`: for POCO
 the population encoder runs over every unit and the per-unit decoder only for the units shown), and the full pass, which the
 metrics need, trails behind.
+
+A lazily opened recording (Dask-backed ``activity``, e.g. a whole-brain Zarr store) is never read
+whole: its frames come as slabs of all units (:class:`~pocoviz.forecast.diskcache.ChunkedActivity`,
+z-scored with statistics from one chunked pass, kept in the cache folder), its forecasts go into
+the on-disk cache shared by every session and server process
+(:class:`~pocoviz.forecast.diskcache.DiskForecast`), and its raster is a window of the store's
+pyramid (:class:`~pocoviz.recordings.rasterwindow.RasterSource`). Recordings in memory keep the
+in-RAM :class:`~pocoviz.forecast.playback.RecordingForecast`.
 """
 
 from __future__ import annotations
@@ -27,14 +35,15 @@ import param
 import xarray as xr
 
 from pocoviz.forecast.unit_subset import forecast_units, forecasts_units_apart
-from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError
+from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError, resolve_in_data_dir
 from pocoviz.recordings.preprocess import split_indices, zscore
+from pocoviz.recordings.raster import RegionBand
 
 from .base import Controller
 from .cache import LRUCache
 from .jobs import Job
 from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, list_models, model_path
-from .recordings import PreparedSession, prepare_session
+from .recordings import PreparedSession, duplicate_labels, prepare_session, unit_name
 from .sources import DEMO_KEY, SOURCE_CACHE, list_sources
 from .units import (
     duplicate_note,
@@ -72,6 +81,8 @@ STEP_METRICS = {"MSE": "mean squared error", "MAE": "mean absolute error"}
 EXPORT_SCOPES = {"units on screen": "shown", "all units": "all"}
 #: an export larger than this is refused (it travels base64-encoded through the websocket)
 MAX_EXPORT_BYTES = 64 * 2**20
+#: cells of the raster overview of a lazily opened recording (frames × rows at most about twice these)
+LAZY_RASTER_CELLS = (1600, 800)
 
 
 @dataclass
@@ -83,10 +94,20 @@ class Recording:
     source: str
     name: str
     prep: PreparedSession
-    activity: np.ndarray  # (T, U) float32 z-scored
+    activity: np.ndarray | None  # (T, U) float32 z-scored; None for a lazily opened recording
     key: tuple
     ids: np.ndarray  # unit ids
     labels: np.ndarray  # per unit, "" if none
+    src: Any = None  # frames as the models see them: ArrayActivity, or ChunkedActivity when lazy
+    identity: dict | None = None  # the file's identity (the disk cache's key); lazy recordings only
+
+    @property
+    def lazy(self) -> bool:
+        return self.activity is None
+
+    def frames(self, t0: int, t1: int, units: list[int] | np.ndarray) -> np.ndarray:
+        """Frames ``t0..t1-1`` of ``units`` (z-scored), (t1 - t0, k) float32."""
+        return self.src.columns(t0, t1, units)
 
     ds = property(lambda self: self.prep.ds)
     order = property(lambda self: self.prep.order)  # display row -> positional unit
@@ -99,11 +120,11 @@ class Recording:
 
     @property
     def T(self) -> int:
-        return self.activity.shape[0]
+        return int(self.src.T)
 
     @property
     def U(self) -> int:
-        return self.activity.shape[1]
+        return int(self.src.U)
 
     @property
     def dt(self) -> float:
@@ -114,23 +135,94 @@ class Recording:
 RECORDINGS: LRUCache[Recording] = LRUCache(6, name="forecast recordings")
 
 
-def prepare_recording(source: str, name: str, ds: xr.Dataset) -> Recording:
+def is_lazy(ds: xr.Dataset) -> bool:
+    """Whether a recording's ``activity`` is Dask-backed (opened lazily, read chunk by chunk)."""
+    return hasattr(ds["activity"].data, "dask")
+
+
+def recording_path(ds: xr.Dataset, source: str = "", data_dir: str | os.PathLike | None = None) -> str | None:
+    """The file or store a recording was read from: ``encoding["source"]``, else the source key
+    resolved in the data directory; None when unknown."""
+    for value in (ds.encoding.get("source"), ds["activity"].encoding.get("source")):
+        if value and os.path.exists(str(value)):
+            return str(value)
+    if source and source != DEMO_KEY and source != "demo" and data_dir is not None:
+        try:
+            return str(resolve_in_data_dir(source, data_dir))
+        except Exception:
+            return None
+    return None
+
+
+def prepare_recording(source: str, name: str, ds: xr.Dataset, data_dir: str | os.PathLike | None = None) -> Recording:
     """The session prepared for display and its z-scored activity (unless it is z-scored already),
-    once per dataset."""
+    once per dataset. A lazily opened recording reads only metadata and a sample here."""
 
     def create() -> Recording:
         key = (source, name, id(ds))
+        labels = np.asarray(ds["label"].values).astype(str)
+        ids = np.asarray(ds["unit"].values)
+        if is_lazy(ds):
+            return _prepare_lazy(key, source, name, ds, labels, ids, data_dir)
+        from pocoviz.forecast.diskcache import ArrayActivity
+
         prep = prepare_session(key, ds, name)
         act = np.asarray(ds["activity"].transpose("time", "unit").values, dtype=np.float32)
         if ds["activity"].attrs.get("units") != "z-score":
             act = zscore(act).astype(np.float32)
-        labels = np.asarray(ds["label"].values).astype(str)
-        return Recording(source, name, prep, np.ascontiguousarray(act), key, np.asarray(ds["unit"].values), labels)
+        act = np.ascontiguousarray(act)
+        return Recording(source, name, prep, act, key, ids, labels, src=ArrayActivity(act))
 
     return RECORDINGS.get_or_create((source, name, id(ds)), create)
 
 
-# ==================================================================================== POCO, units first
+def _prepare_lazy(key: tuple, source: str, name: str, ds: xr.Dataset, labels: np.ndarray, ids: np.ndarray, data_dir: Any) -> Recording:
+    """A lazily opened recording: units in stored order (the whole-brain layout keeps them grouped
+    by region, and its pyramid is in that order), a region band per run of equal regions, colour
+    limits from the raster overview; frames are read as slabs through the cache folder's statistics."""
+    from pocoviz.forecast.diskcache import ChunkedActivity, _key, cache_root, path_identity
+
+    U, T = int(ds.sizes["unit"]), int(ds.sizes["time"])
+    regions_raw = np.asarray(ds["region"].values).astype(str) if "region" in ds.coords else np.full(U, "")
+    regions = np.where(regions_raw == "", "(no region)", regions_raw)
+    bands, start = [], 0
+    for i in range(1, U + 1):
+        if i == U or regions[i] != regions[start]:
+            bands.append(RegionBand(str(regions[start]), start, i))
+            start = i
+    order = np.arange(U)
+    duplicates = duplicate_labels(labels)
+    names = np.array([unit_name(lab, uid, lab in duplicates) for lab, uid in zip(labels, ids)])
+    rate = float(ds.attrs.get("sampling_rate_hz", 1.0) or 1.0)
+    prep = PreparedSession(
+        name=name, ds=ds, order=order, rank=order.copy(), bands=bands, time=np.arange(T) / rate, clim=(-3.0, 3.0), cmap="RdBu_r",
+        regions=regions, names=names, duplicates=duplicates,
+        time_label="frame (no sampling rate in the file)" if ds.attrs.get("time_is_frame_index") else "time (s)",
+    )  # fmt: skip
+    path = recording_path(ds, source, data_dir)
+    identity = path_identity(path, name) if path else {"in_memory": id(ds), "pid": os.getpid(), "session": name}
+    act = ds["activity"].transpose("time", "unit")
+    try:
+        stats = cache_root(data_dir) / "stats" / f"{_key(identity)}.npz"
+    except ValueError:
+        stats = None
+    rows = int(act.chunks[0][0]) if act.chunks else 256
+    src = ChunkedActivity(act.data, zscored=act.attrs.get("units") == "z-score", stats_path=stats, rows=rows)
+    return Recording(source, name, prep, None, key, ids, labels, src=src, identity=identity)
+
+
+def _make_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> Any:
+    """The forecasts of ``model`` on ``rec``: in RAM for a recording in memory, in the disk cache
+    (shared by every session and server process) for a lazily opened one."""
+    if rec.lazy:
+        from pocoviz.forecast.diskcache import DiskForecast, cache_root
+
+        return DiskForecast(model, rec.src, rec.name, identity=rec.identity, regions=list(rec.regions), name=label, root=cache_root(data_dir))
+    from pocoviz.forecast.playback import RecordingForecast
+
+    return RecordingForecast(model, rec.activity, rec.name, regions=list(rec.regions), name=label)
+
+
 # ==================================================================================== runs
 @dataclass
 class ModelRun:
@@ -165,7 +257,9 @@ class ModelRun:
         if fc is None or not 0 <= t < fc.T:
             return None
         if fc.done[t]:
-            return fc.forecast[t][:, units].astype(np.float32)
+            got = fc.lines(t, units)
+            if got is not None:
+                return got
         got = [self.screen.get((t, u)) for u in units]
         if any(g is None for g in got):
             return None
@@ -223,14 +317,20 @@ class MetricsView:
 @dataclass(frozen=True)
 class RasterView:
     key: tuple
-    time: np.ndarray
-    image: np.ndarray  # (U, T), rows sorted by region
+    time: np.ndarray  # each image column's time (s)
+    image: np.ndarray  # (rows, columns): (U, T) rows sorted by region, or a pyramid window's cells
     clim: tuple[float, float]
     title: str
-    row_ids: tuple[int, ...]
+    row_ids: tuple[int, ...]  # per display row (unit)
     row_names: tuple[str, ...]
     row_regions: tuple[str, ...]
     time_label: str
+    rows: np.ndarray | None = None  # each image row's centre in display rows (default 0, 1, ...)
+    frame_time: np.ndarray | None = None  # each frame's time (s), when columns are not frames
+
+    @property
+    def frame_times(self) -> np.ndarray:
+        return self.time if self.frame_time is None else self.frame_time
 
 
 @dataclass(frozen=True)
@@ -400,7 +500,7 @@ class ForecastController(Controller):
         if self.session not in self._sessions:
             return
         try:
-            rec = prepare_recording(self.source, self.session, self._sessions[self.session])
+            rec = prepare_recording(self.source, self.session, self._sessions[self.session], self.data_dir)
         except Exception as exc:
             self._set_error("source", f"Cannot prepare {self.session}: {exc}")
             return
@@ -502,7 +602,6 @@ class ForecastController(Controller):
         self.changed()
 
     def _prepare(self, run: ModelRun, rec: Recording) -> None:
-        from pocoviz.forecast.playback import RecordingForecast
 
         try:
             adapted = ADAPTED_CACHE.get((run.key, rec.key))
@@ -516,10 +615,7 @@ class ForecastController(Controller):
                                "recording. Use “Adapt to this recording”.")  # fmt: skip
                 return
 
-            def create():
-                return RecordingForecast(model, rec.activity, rec.name, regions=list(rec.regions), name=run.label)
-
-            run.forecast = FORECAST_CACHE.get_or_create((run.key, run.adapted, rec.key), create)
+            run.forecast = FORECAST_CACHE.get_or_create((run.key, run.adapted, rec.key), lambda: _make_forecast(model, rec, run.label, self.data_dir))
             run.state = "ready" if run.forecast.fraction_done >= 1 else "computing"
             run.message = ""
         except Exception as exc:  # a bad checkpoint must not end the session
@@ -546,7 +642,7 @@ class ForecastController(Controller):
                 self.changed()
                 return
 
-    def _forecast_step(self, rec: Recording, runs: list[ModelRun]) -> bool:
+    def _forecast_step(self, rec: Recording, runs: list[ModelRun]) -> bool:  # noqa: C901
         """One batch of background forecasting; False when there is nothing left to do."""
         t = int(self.cursor)
         units = self._units_or_empty()
@@ -565,8 +661,12 @@ class ForecastController(Controller):
             if gaps and (best_gap is None or gaps[0] < best_gap):
                 best, best_gap, best_missing = run, gaps[0], [upcoming[k] for k in gaps]
         if best is not None:
-            if forecasts_units_apart(best.model) and len(units) * 4 <= rec.U:
-                self._screen_batch(best, best_missing[:SCREEN_BATCH], units)
+            if rec.lazy or (forecasts_units_apart(best.model) and len(units) * 4 <= rec.U):
+                try:
+                    self._screen_batch(best, best_missing[:SCREEN_BATCH], units)
+                except Exception as exc:
+                    best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
+                    self._model_errors()
             else:  # whole windows cost the same here, and they count for the metrics too
                 try:
                     best.forecast.compute(cursors=np.asarray(best_missing[:SCREEN_BATCH]))
@@ -579,10 +679,11 @@ class ForecastController(Controller):
                 self._changed_throttled()
             return True
         # 2. the whole population, nearest the cursor first, for the model furthest behind
-        best, best_margin, order = None, None, None
+        best, best_margin = None, None
         for run in active:
             fc = run.forecast
-            missing = fc.cursors[~fc.done[fc.cursors]]
+            cursors = fc.cursors
+            missing = cursors[~fc.done[cursors]]
             if len(missing) == 0:
                 run.state = "ready"
                 self.changed()
@@ -590,7 +691,7 @@ class ForecastController(Controller):
             after = missing[missing >= t - 1]
             margin = int(after[0]) - t if len(after) else fc.T
             if best_margin is None or margin < best_margin:
-                best, best_margin, order = run, margin, np.concatenate([after, missing[missing < t - 1]])
+                best, best_margin = run, margin
         if best is None:
             return False
         fc = best.forecast
@@ -599,7 +700,7 @@ class ForecastController(Controller):
             n = max(1, min(n, int(FULL_BATCH_S / best.seconds_per_window)))
         t0 = time.perf_counter()
         try:
-            done = fc.compute(cursors=order[:n])
+            done = fc.advance(t, n)
         except Exception as exc:
             best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
             self._model_errors()
@@ -625,8 +726,7 @@ class ForecastController(Controller):
 
         fc = run.forecast
         model = run.model
-        C = fc.C
-        ctx = np.stack([fc.activity[c - C : c] for c in cursors])
+        ctx = fc.context(cursors)  # one slab of every unit
         was_training = model.training
         model.eval()
         try:
@@ -669,6 +769,12 @@ class ForecastController(Controller):
         if rec is None:
             return
         todo = [r for r in self.runs if r.state == "needs-adaptation"]
+        if rec.lazy and todo:
+            for run in todo:
+                run.message = (f"{run.label}: adapting in the app needs the recording in memory, and {rec.name} is opened lazily "
+                               f"({rec.U} units × {rec.T} frames): fine-tune with `pocoviz finetune` and choose the result.")  # fmt: skip
+            self.changed()
+            return
         for run in todo:
             run.state, run.message, run.curve = "adapting", f"adapting {run.label} to {rec.name} …", []
         if todo:
@@ -829,7 +935,7 @@ class ForecastController(Controller):
         past_x = tuple(np.round(np.arange(-C, 0) * dt, 4).tolist())
         future_x = tuple(np.round(np.arange(-1, P) * dt, 4).tolist())
         if units:
-            block = rec.activity[:, units]
+            block = rec.activity[:, units] if not rec.lazy else rec.frames(0, min(rec.T, 1024), units)
             lo, hi = (float(v) for v in np.nanpercentile(block, [0.1, 99.9]))
             spread = float(np.nanpercentile(block, 99.5) - np.nanpercentile(block, 0.5)) or 1.0
         else:
@@ -855,7 +961,7 @@ class ForecastController(Controller):
             return rows
         off = np.asarray(layout.offsets, dtype=np.float32)
         cols = np.asarray(units, dtype=np.int64)
-        act = rec.activity
+        frames = rec.frames(t - C, t + P, cols)  # rows t-C .. t+P-1
         past_x, fut_x = list(layout.past_x), list(layout.future_x)
 
         def add(layer: str, xs: list, block: np.ndarray, color: str, dash: str, width: float) -> None:
@@ -868,9 +974,9 @@ class ForecastController(Controller):
             rows["width"] += [width] * n
             rows["unit"] += [int(u) for u in units]
 
-        add("context", past_x, act[t - C : t, cols], CONTEXT_COLOR, "solid", 1.6)
-        add("horizon", fut_x, act[t - 1 : t + P, cols], HORIZON_COLOR, "dashed", 1.4)
-        last = act[t - 1, cols][None, :]
+        add("context", past_x, frames[:C], CONTEXT_COLOR, "solid", 1.6)
+        add("horizon", fut_x, frames[C - 1 : C + P], HORIZON_COLOR, "dashed", 1.4)
+        last = frames[C - 1][None, :]
         for i, run in enumerate(runs[:MAX_MODELS]):
             got = run.lines(t, units)
             if got is not None:
@@ -957,6 +1063,9 @@ class ForecastController(Controller):
         cached = getattr(self, "_raster", None)
         if cached is not None and cached.key == rec.key:
             return cached
+        if rec.lazy:
+            self._raster = self._lazy_raster(rec)
+            return self._raster
         act = rec.activity
         hi = float(np.nanpercentile(np.abs(act[:: max(1, rec.T // 400), :: max(1, rec.U // 2000)]), 99)) or 1.0
         view = RasterView(
@@ -964,10 +1073,36 @@ class ForecastController(Controller):
             title=f"{rec.name}: {rec.U} units × {rec.T} frames (z-score); cursor and forecast horizon marked",
             row_ids=tuple(int(rec.ids[u]) for u in rec.order), row_names=tuple(str(rec.labels[u]) or "–" for u in rec.order),
             row_regions=tuple(str(rec.regions[u]) for u in rec.order),
-            time_label=rec.prep.time_label,
+            time_label=rec.prep.time_label, rows=np.arange(rec.U, dtype=float),
         )  # fmt: skip
         self._raster = view
         return view
+
+    def _lazy_raster(self, rec: Recording) -> RasterView:
+        """The raster of a lazily opened recording: one window of its pyramid (stored order, the
+        layout's region grouping), at most about :data:`LAZY_RASTER_CELLS` cells; never the array."""
+        from pocoviz.recordings.rasterwindow import RasterSource
+
+        cols, rows = LAZY_RASTER_CELLS
+        win = RasterSource(rec.ds).window(0, rec.T, 0, rec.U, max_cols=cols, max_rows=rows, reduce="mean")
+        img = np.asarray(win.values, dtype=np.float32)
+        finite = img[np.isfinite(img)]
+        if rec.ds["activity"].attrs.get("units") == "z-score" or not finite.size:
+            hi = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+            clim = (-(hi or 1.0), hi or 1.0)
+        else:
+            lo, hi = (float(v) for v in np.percentile(finite, [1, 99]))
+            clim = (lo, hi if hi > lo else lo + 1)
+        n_rows, n_cols = img.shape
+        dt = rec.dt
+        return RasterView(
+            key=rec.key, time=(win.frame0 + win.frame_step * (np.arange(n_cols) + 0.5) - 0.5) * dt, image=img, clim=clim,
+            title=(f"{rec.name}: {rec.U} units × {rec.T} frames ({rec.ds['activity'].attrs.get('units', 'a.u.')}); pyramid level "
+                   f"{win.level}, {win.row_step} units × {win.frame_step} frames a cell; cursor and forecast horizon marked"),
+            row_ids=tuple(int(i) for i in rec.ids), row_names=tuple(str(lab) or "–" for lab in rec.labels),
+            row_regions=tuple(str(r) for r in rec.regions), time_label=rec.prep.time_label,
+            rows=win.row0 + win.row_step * (np.arange(n_rows) + 0.5) - 0.5, frame_time=rec.time,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ export
     def forecasts_dataset(self, scope: str | None = None) -> xr.Dataset:
@@ -984,7 +1119,10 @@ class ForecastController(Controller):
         for run in self.runs:
             if run.forecast is None or not run.forecast.done.any():
                 continue
-            ds = run.forecast.to_dataset() if units is None else _unit_subset(run.forecast, units)
+            if rec.lazy:
+                ds = _unit_subset_lazy(run.forecast, rec, units if units is not None else list(range(rec.U)))
+            else:
+                ds = run.forecast.to_dataset() if units is None else _unit_subset(run.forecast, units)
             var = "forecast_" + "".join(c if c.isalnum() else "_" for c in run.label)
             ds = ds.rename({"forecast": var})
             ds[var].attrs.update(model=run.label, adapted=int(run.adapted))
@@ -1081,6 +1219,34 @@ def _unit_subset(fc: Any, units: list[int]) -> xr.Dataset:
             "horizon": fc.P,
             "description": "forecast[cursor, step, unit] predicts activity[cursor + step - 1, unit] from frames cursor-context..cursor-1",
         },  # fmt: skip
+    )
+    if fc.regions is not None:
+        ds = ds.assign_coords(region=("unit", fc.regions[cols]))
+    return ds
+
+
+def _unit_subset_lazy(fc: Any, rec: Recording, units: list[int]) -> xr.Dataset:
+    """The export of a forecast in the disk cache for ``units``: their forecasts at the computed
+    cursors and their recorded frames (read for those units only); errors from the stored float16
+    forecasts."""
+    cur = np.flatnonzero(fc.done.copy()).astype(np.int64)
+    cols = np.asarray(units, dtype=np.int64)
+    f = fc.forecast_at(cur, cols)  # (n, P, k)
+    act = rec.frames(0, rec.T, cols)
+    steps = cur[:, None] + np.arange(fc.P)[None, :]
+    target = act[steps]  # (n, P, k)
+    last = act[cur - 1][:, None, :]
+    ds = xr.Dataset(
+        {
+            "forecast": (("cursor", "step", "unit"), f),
+            "activity": (("time", "unit"), act),
+            "sse": (("cursor", "unit"), ((f - target).astype(np.float64) ** 2).sum(1)),
+            "copy_sse": (("cursor", "unit"), ((last - target).astype(np.float64) ** 2).sum(1)),
+        },
+        coords={"cursor": cur, "step": np.arange(1, fc.P + 1, dtype=np.int64), "unit": cols, "time": np.arange(fc.T, dtype=np.int64),
+                "window_split": ("cursor", fc.window_split[cur])},  # fmt: skip
+        attrs={"model": fc.name, "model_kind": fc.model.kind, "session": fc.session, "context": fc.C, "horizon": fc.P,
+               "description": "forecast[cursor, step, unit] predicts activity[cursor + step - 1, unit] from frames cursor-context..cursor-1"},  # fmt: skip
     )
     if fc.regions is not None:
         ds = ds.assign_coords(region=("unit", fc.regions[cols]))

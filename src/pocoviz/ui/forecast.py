@@ -183,7 +183,7 @@ class ForecastView(TabView):
     def _place_marks(self, snap: ForecastSnapshot) -> None:
         if snap.raster is None:
             return
-        time_s = snap.raster.time
+        time_s = snap.raster.frame_times
         t = snap.cursor
         for box in self._raster_marks.values():
             box.left = float(time_s[t])
@@ -195,7 +195,8 @@ class ForecastView(TabView):
             return
         self._hover_rows = {"ids": list(r.row_ids), "names": list(r.row_names), "regions": list(r.row_regions)}
         self._raster_range.event(x_range=None, y_range=None)
-        self._raster_pipe.send((r.time, np.arange(len(r.row_ids), dtype=float), r.image))
+        rows = np.arange(len(r.row_ids), dtype=float) if r.rows is None else np.asarray(r.rows, dtype=float)
+        self._raster_pipe.send((r.time, rows, r.image))
         with param.parameterized.batch_call_watchers(self):
             self._clim = r.clim
             self._raster_title = r.title
