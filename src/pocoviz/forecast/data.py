@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..recordings import RecordingError, corpus_sessions
 from ..recordings.preprocess import CONTEXT_LENGTH, PREDICTION_LENGTH, Split
-from ..recordings.windows import WindowDataset
+from ..recordings.windows import DEFAULT_CACHE_BYTES, BandCache, WindowDataset, is_lazy
 from .base import SessionInfo
 
 #: unit-windows per evaluation batch (bounds the memory of per-unit hidden layers)
@@ -109,12 +109,25 @@ class ForecastCorpus:
     strides
         Window stride per split (training uses 1, spec §2.3; a larger validation stride makes
         model selection cheaper).
+    zscore
+        Standardise every unit over its whole recording (chunked recordings: statistics from block
+        sums, equal to :func:`~pocoviz.recordings.preprocess.zscore`'s).
+    cache_bytes
+        Cap of the band cache through which chunked recordings are read in this process
+        (evaluation, :meth:`sample`); training streams through its own caches
+        (:mod:`pocoviz.forecast.stream`).
+
+    Recordings with a chunked (Dask-backed) ``activity``, as ``open_recording(..., load=False)``
+    returns for a Zarr store, are never loaded: their windows are read band by band (see
+    :class:`~pocoviz.recordings.windows.WindowDataset`) and give the same values as in memory.
     """
 
     data: DataLike
     context: int = CONTEXT_LENGTH
     horizon: int = PREDICTION_LENGTH
     strides: dict[str, int] = field(default_factory=lambda: {"train": 1, "val": 1, "test": 1})
+    zscore: bool = False
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         items = _session_items(self.data)
@@ -127,12 +140,18 @@ class ForecastCorpus:
         self.datasets: list[str] = list(dict.fromkeys(s.dataset for s in self.sessions))
         self._windows: dict[tuple[str, str], WindowDataset] = {}
         self._global: dict[str, np.ndarray] = {}
+        self.cache = BandCache(self.cache_bytes)
 
     # -- structure -----------------------------------------------------------------------------
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.sessions]
+
+    @property
+    def lazy(self) -> bool:
+        """True when any recording is read from chunked storage (training then streams its windows)."""
+        return any(is_lazy(ds) for ds in self.recordings.values())
 
     def dataset_sessions(self, dataset: str) -> list[int]:
         return [i for i, s in enumerate(self.sessions) if s.dataset == dataset]
@@ -145,7 +164,9 @@ class ForecastCorpus:
             if not idx:
                 raise KeyError(f"no dataset {dataset!r}; datasets: {self.datasets}")
             recs = [self.recordings[self.sessions[i].name] for i in idx]
-            self._windows[key] = WindowDataset(recs, split=split, context=self.context, horizon=self.horizon, stride=self.strides.get(split, 1))
+            self._windows[key] = WindowDataset(
+                recs, split=split, context=self.context, horizon=self.horizon, stride=self.strides.get(split, 1), zscore=self.zscore, cache=self.cache
+            )
             self._global[dataset] = np.asarray(idx, dtype=np.int64)
         return self._windows[key]
 
@@ -164,7 +185,10 @@ class ForecastCorpus:
         missing = [n for n in names if n not in self.recordings]
         if missing:
             raise KeyError(f"sessions not in the corpus: {missing}")
-        return ForecastCorpus({n: self.recordings[n] for n in names}, context=self.context, horizon=self.horizon, strides=dict(self.strides))
+        return ForecastCorpus(
+            {n: self.recordings[n] for n in names}, context=self.context, horizon=self.horizon, strides=dict(self.strides),
+            zscore=self.zscore, cache_bytes=self.cache_bytes,
+        )  # fmt: skip
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -174,6 +198,9 @@ class ForecastCorpus:
         With ``max_units``, a window of a larger session keeps a random subset of that many units
         (sorted; ``unit_index`` names them), a unit-subsampling augmentation that bounds the cost
         of a step on sessions with thousands of units.
+
+        Chunked recordings give the same batch as in memory (read through :attr:`cache`); for
+        training on them, :class:`pocoviz.forecast.stream.WindowStream` reads far less.
         """
         wd = self.windows("train", dataset)
         n = len(wd)
@@ -189,11 +216,10 @@ class ForecastCorpus:
         window = torch.zeros((B, C + P, u_max))
         mask = torch.zeros((B, u_max), dtype=torch.bool)
         index = torch.zeros((B, u_max), dtype=torch.int64) if max_units is not None else None
-        offsets = torch.arange(C + P)
         # one gather per session present in the batch (rows in batch order)
         for s in torch.unique(local).tolist():
             rows = (local == s).nonzero(as_tuple=True)[0]
-            w = wd.recording_tensor(s)[starts[rows, None] + offsets]  # (b, L, U_s)
+            w = wd.read_windows(s, starts[rows])  # (b, L, U_s)
             u = w.shape[2]
             if max_units is not None and u > max_units:
                 sel = torch.rand((len(rows), u), generator=generator).argsort(dim=1)[:, :max_units].sort(dim=1).values
@@ -215,17 +241,16 @@ class ForecastCorpus:
         """All windows of one session in a split: ``(context (b, C, U), target (b, P, U), start (b,))``.
 
         ``b`` is at most ``batch_size`` and at most ``max_elements // U`` (a batch of 256 windows
-        of 1500 units would make 1.5 GB hidden activations in POCO's MLP).
+        of 1500 units would make 1.5 GB hidden activations in POCO's MLP). A chunked recording is
+        read band by band (in start order, each band once while the cache holds it): the same
+        batches, so :func:`~pocoviz.forecast.metrics.evaluate` scores it in chunks to the same sums.
         """
         info = self.sessions[session]
         batch_size = max(1, min(batch_size, max_elements // max(info.n_units, 1)))
         wd = self.windows(split, info.dataset)
         local = self.dataset_sessions(info.dataset).index(session)
-        rec = wd.recording_tensor(local)
         starts = torch.as_tensor(wd._start[wd._session == local])
-        L = self.context + self.horizon
-        offsets = torch.arange(L)
         for i in range(0, len(starts), batch_size):
             st = starts[i : i + batch_size]
-            w = rec[st[:, None] + offsets]  # (b, L, U)
+            w = wd.read_windows(local, st)  # (b, L, U)
             yield w[:, : self.context], w[:, self.context :], st

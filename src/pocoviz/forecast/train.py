@@ -5,6 +5,12 @@ norm and takes an AdamW step; every ``eval_every`` steps the model is scored on 
 split and the state with the lowest validation MSE (averaged over datasets) is kept. Training can
 stop early after ``patience`` evaluations without improvement, resumes from a state file, runs on
 the backend device with bf16 autocast on CUDA, and is deterministic for a seed on the CPU.
+
+A corpus with chunked recordings (a Zarr store opened lazily), or any corpus with
+``TrainConfig.workers > 0``, streams its training windows from storage
+(:class:`pocoviz.forecast.stream.WindowStream`: epochs over time blocks read through a bounded
+cache, optionally in DataLoader worker processes, the same batches whatever their number);
+in-memory data without workers keeps :meth:`ForecastCorpus.sample`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ..backend import get_device
 from .base import FINETUNE_INITS, FINETUNE_MODES, Forecaster, build_model
 from .data import ForecastCorpus
 from .metrics import EvalReport, autocast_context, evaluate, model_session_map
+from .stream import DEFAULT_STREAM_CACHE_BYTES, WindowStream
 
 #: POCO's seed offsets (spec §1.7): numpy 233 + seed, torch 3407 + seed.
 DATA_SEED_OFFSET = 233
@@ -50,6 +57,11 @@ class TrainConfig:
     max_units: int | None = None
     eval_batch_size: int = 256
     progress: bool = False
+    #: DataLoader worker processes that read training windows (0: in this process). Chunked
+    #: recordings always stream; in-memory data streams too when this is above 0
+    workers: int = 0
+    #: band-cache cap of each process that reads chunked recordings (the trainer, every worker)
+    cache_bytes: int = DEFAULT_STREAM_CACHE_BYTES
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.eval_every < 1:
@@ -60,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if self.max_units is not None and self.max_units < 1:
             raise ValueError(f"max_units must be >= 1 or None, got {self.max_units}")
+        if self.workers < 0 or self.cache_bytes < 1:
+            raise ValueError(f"workers must be >= 0 and cache_bytes >= 1 (got {self.workers}, {self.cache_bytes})")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +97,8 @@ class TrainResult:
     steps_done: int = 0
     seconds: float = 0.0
     train_seconds: float = 0.0
+    #: seconds spent waiting for training batches (sampling, or reading from chunked storage)
+    data_seconds: float = 0.0
     windows: int = 0
     stopped_early: bool = False
     #: facts about the run besides the history (fine-tuning: the initialisation used)
@@ -243,8 +259,12 @@ def train(
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
     gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + cfg.seed)
     torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)
-    # steps and the progress bar may change between a run and its resumption (extend a run)
-    settings = {k: v for k, v in cfg.to_json().items() if k not in ("steps", "progress")}
+    # steps and the progress bar may change between a run and its resumption (extend a run); so may
+    # the workers and caches of a streamed run (the same batches whatever they are)
+    stream = corpus.lazy or cfg.workers > 0
+    settings = {k: v for k, v in cfg.to_json().items() if k not in ("steps", "progress", "workers", "cache_bytes")}
+    if stream:
+        settings["sampler"] = "stream"
     fingerprint = json.dumps({"config": settings, "kind": model.kind, "sessions": [s.name for s in model.sessions]}, sort_keys=True)
     best_state: dict[str, torch.Tensor] | None = None
     bad = 0
@@ -288,11 +308,22 @@ def train(
     running = 0.0
     n_running = 0
     step = start
+    max_units = cfg.max_units if model.supports_unit_subsets else None
+    steps_iter = None
+    if stream:
+        ws = WindowStream(corpus, "train", batch_size=cfg.batch_size, max_units=max_units, seed=DATA_SEED_OFFSET + cfg.seed, cache_bytes=cfg.cache_bytes)
+        # batch k is a function of the seed and k: a resumed run continues with step `start`'s batches
+        steps_iter = ws.iterate(start, workers=cfg.workers)
     try:
         while step < cfg.steps:
             model.train()
-            batches = [corpus.sample(d, cfg.batch_size, gen, max_units=cfg.max_units if model.supports_unit_subsets else None) for d in corpus.datasets]
+            td = time.perf_counter()
+            if steps_iter is not None:
+                batches = next(steps_iter)
+            else:
+                batches = [corpus.sample(d, cfg.batch_size, gen, max_units=max_units) for d in corpus.datasets]
             ts = time.perf_counter()
+            result.data_seconds += ts - td
             saved = [(p, sl, p.detach()[_complement(p, sl)].clone()) for p, sl, _ in keep]
             loss_total = torch.zeros((), device=device)
             with autocast_context(device):
@@ -339,6 +370,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if steps_iter is not None:
+            steps_iter.close()  # stops the workers
     result.steps_done = step
     if best_state is not None:
         model.load_state_dict(best_state)
