@@ -16,9 +16,13 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from .schema import RecordingError, as_recording, validate
+from .schema import RecordingError, validate
 
-Format = Literal["flavell-hdf5", "matlab", "matlab-v73", "nwb", "suite2p", "npy", "npz", "netcdf", "zarr"]
+Format = Literal[
+    "flavell-hdf5", "matlab", "matlab-v73", "nwb", "suite2p", "npy", "npz", "netcdf", "zarr", "zarr-array"
+]
+#: Formats that can open lazily (Dask-backed ``activity``); every other reader loads into memory.
+LAZY_FORMATS = ("netcdf", "zarr", "zarr-array")
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -106,7 +110,9 @@ def detect_format(path: str | os.PathLike) -> Format:
         raise RecordingError("no such file or folder", path=p)
     if p.is_dir():
         if any((p / m).exists() for m in (".zgroup", ".zattrs", "zarr.json", ".zarray")):
-            return "zarr"
+            from .readers.zarr_array import is_bare_array
+
+            return "zarr-array" if is_bare_array(p) else "zarr"
         from .readers.suite2p import find_plane_dir
 
         if find_plane_dir(p) is not None:
@@ -127,8 +133,10 @@ def detect_format(path: str | os.PathLike) -> Format:
             raise RecordingError(f"zip archive is damaged: {exc}", path=p) from None
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
-        if any(n.endswith(("zarr.json", ".zgroup", ".zattrs")) for n in names):
-            return "zarr"
+        if any(n.endswith(("zarr.json", ".zgroup", ".zattrs", ".zarray")) for n in names):
+            from .readers.zarr_array import is_bare_array
+
+            return "zarr-array" if is_bare_array(p) else "zarr"
         raise RecordingError(f"zip archive is not a NumPy .npz (members: {names[:5]})", path=p)
     if head.startswith(NETCDF3_MAGIC):
         return "netcdf"
@@ -163,7 +171,7 @@ def detect_format(path: str | os.PathLike) -> Format:
 
 
 def _reader(fmt: Format):
-    from .readers import flavell, matlab, npy, nwb, suite2p, xarray_io
+    from .readers import flavell, matlab, npy, nwb, suite2p, xarray_io, zarr_array
 
     return {
         "flavell-hdf5": flavell.read_flavell_hdf5,
@@ -175,6 +183,7 @@ def _reader(fmt: Format):
         "npz": npy.read_numpy,
         "netcdf": xarray_io.read_netcdf,
         "zarr": xarray_io.read_zarr,
+        "zarr-array": zarr_array.read_zarr_array,
     }[fmt]
 
 
@@ -183,6 +192,7 @@ def open_recording(
     *,
     data_dir: str | os.PathLike | None = None,
     format: Format | None = None,
+    load: bool | None = None,
     **reader_kwargs: Any,
 ) -> xr.Dataset:
     """Open one recording from any supported format as a validated ``xarray.Dataset``.
@@ -190,13 +200,22 @@ def open_recording(
     Parameters
     ----------
     path
-        A file or folder: netCDF/Zarr written by pocoviz or xarray, NWB (ophys), Flavell-lab HDF5
-        (with its ``*-labels.csv`` beside it), MATLAB (Triplett layout), NumPy ``.npy``/``.npz``, or a
-        suite2p output folder. The format is found from the content.
+        A file or folder: netCDF/Zarr written by pocoviz or xarray, a bare Zarr array of
+        (time, unit) (ZAPBench's layout; see :mod:`pocoviz.recordings.readers.zarr_array`), NWB
+        (ophys), Flavell-lab HDF5 (with its ``*-labels.csv`` beside it), MATLAB (Triplett layout),
+        NumPy ``.npy``/``.npz``, or a suite2p output folder. The format is found from the content.
     data_dir
         When given, ``path`` must resolve inside this folder (relative paths are taken from it).
     format
         Skip detection and use this reader.
+    load
+        For netCDF and Zarr (stores, zip stores, bare arrays): ``None`` (default) loads ``activity``
+        into memory when it is at most 256 MiB (``POCOVIZ_LAZY_BYTES`` overrides) and opens it lazily
+        otherwise; ``True`` always loads; ``False`` always opens lazily. Lazy means a Dask-backed
+        ``activity`` in the store's own chunks (a few storage chunks per Dask chunk), the coordinates
+        loaded, the file kept open, and validation on a sample of ``activity`` (first, middle and
+        last time chunks; see :func:`~pocoviz.recordings.schema.validate`), never the whole array.
+        The other formats are always read into memory (their files are small), whatever ``load`` says.
     **reader_kwargs
         Passed to the reader (e.g. ``sampling_rate_hz``, ``species``, ``session``, ``group``,
         ``load_positions`` for suite2p).
@@ -204,7 +223,9 @@ def open_recording(
     Returns
     -------
     xarray.Dataset
-        Dims ``(time, unit)``; see :mod:`pocoviz.recordings.schema`.
+        Dims ``(time, unit)``; see :mod:`pocoviz.recordings.schema`. ``ds.encoding["source"]`` is the
+        file or store it was opened from (not an attribute, so :func:`save_recording` does not write
+        it); :func:`~pocoviz.recordings.schema.is_lazy` tells whether ``activity`` is Dask-backed.
 
     Raises
     ------
@@ -220,6 +241,10 @@ def open_recording(
     """
     p = resolve_in_data_dir(path, data_dir)
     fmt = format or detect_format(p)
+    if fmt in LAZY_FORMATS:
+        reader_kwargs["load"] = load
+    if fmt == "zarr-array":
+        reader_kwargs.setdefault("data_dir", data_dir)
     try:
         ds = _reader(fmt)(p, **reader_kwargs)
     except RecordingError:
@@ -231,6 +256,7 @@ def open_recording(
     except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
         raise RecordingError(f"cannot be read as {fmt}: {type(exc).__name__}: {exc}", path=p) from None
     ds.attrs.setdefault("format", fmt)
+    ds.encoding["source"] = str(p)
     return validate(ds, path=p)
 
 
@@ -244,12 +270,15 @@ def open_corpus(
     path: str | os.PathLike,
     *,
     data_dir: str | os.PathLike | None = None,
+    load: bool | None = None,
 ) -> xr.DataTree:
     """Open a corpus (many sessions) as an ``xarray.DataTree`` with one node per species/session.
 
     ``path`` is a netCDF or Zarr file written by :func:`save_corpus` (groups
-    ``/<species>/<session>``), or a folder of recordings (each opened with :func:`open_recording`
-    and placed under ``/<species>/<session>``). Every session is validated.
+    ``/<species>/<session>``), a single recording of any format, or a folder of recordings (each
+    opened with :func:`open_recording` and placed under ``/<species>/<session>``). Every session is
+    validated. ``load`` is as in :func:`open_recording`, decided per session; groups without
+    ``activity`` (e.g. a store's ``pyramid/``) are not sessions and are not read.
 
     Raises
     ------
@@ -264,7 +293,7 @@ def open_corpus(
                 continue
             if detect_format_or_none(child) is None:
                 continue
-            ds = open_recording(child)
+            ds = open_recording(child, data_dir=data_dir, load=load)
             key = f"/{_safe_name(ds.attrs['species'])}/{_safe_name(ds.attrs['session'])}"
             while key in sessions:
                 key += "_"
@@ -274,15 +303,19 @@ def open_corpus(
         return xr.DataTree.from_dict(sessions)
     fmt = detect_format(p)
     if fmt not in ("netcdf", "zarr"):
-        ds = open_recording(p, format=fmt)
+        ds = open_recording(p, format=fmt, data_dir=data_dir, load=load)
         key = f"/{_safe_name(ds.attrs['species'])}/{_safe_name(ds.attrs['session'])}"
         return xr.DataTree.from_dict({key: ds})
-    from .readers.xarray_io import open_tree
+    from .readers.xarray_io import open_sessions
 
-    tree = open_tree(p, fmt)
+    try:
+        sessions = open_sessions(p, fmt, load=load)
+    except RecordingError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile) as exc:
+        raise RecordingError(f"cannot be read as {fmt}: {type(exc).__name__}: {exc}", path=p) from None
     out: dict[str, xr.Dataset] = {}
-    for node_path, node in _leaf_datasets(tree):
-        ds = as_recording(node.to_dataset(), path=f"{p}:{node_path}" if node_path != "/" else p)
+    for node_path, ds in sessions.items():
         if node_path == "/":  # a single recording file: place it under /<species>/<session> like the rest
             node_path = f"/{_safe_name(ds.attrs['species'])}/{_safe_name(ds.attrs['session'])}"
         out[node_path] = ds

@@ -5,6 +5,9 @@
 - coords: ``time`` (seconds, strictly increasing), ``unit`` (int, unique), per unit ``region`` and
   ``label`` (str, ``""`` when unknown), optional ``x``, ``y``, ``z`` (µm).
 - attrs: ``species``, ``session``, ``sampling_rate_hz``, ``source``, ``citation``.
+- ``activity`` may be Dask-backed (a large recording opened lazily by
+  :func:`~pocoviz.recordings.io.open_recording`): :func:`is_lazy` tells, and :func:`validate` and
+  :func:`summarize` then read a bounded sample of it (:func:`activity_sample`), never the whole array.
 - duplicated labels (two units carrying the same non-empty ``label``, as in a NeuroPAL table that
   names one neuron twice) are kept: :func:`make_recording` and :func:`as_recording` mark them with
   a boolean unit coord ``label_duplicate`` and ``attrs["duplicate_labels"]`` (the labels,
@@ -29,6 +32,12 @@ REQUIRED_ATTRS = ("species", "session", "sampling_rate_hz", "source", "citation"
 POSITION_COORDS = ("x", "y", "z")
 #: Largest array a reader will load, in bytes (``POCOVIZ_MAX_BYTES`` overrides).
 DEFAULT_MAX_BYTES = 8 * 2**30
+#: ``activity`` larger than this (bytes) opens lazily, Dask-backed (``POCOVIZ_LAZY_BYTES`` overrides).
+DEFAULT_LAZY_BYTES = 256 * 2**20
+#: The lazy sample: at most this many frames from each sampled time chunk.
+SAMPLE_FRAMES_PER_BLOCK = 256
+#: The lazy sample is read in pieces of at most this many bytes (a storage chunk when smaller).
+SAMPLE_PIECE_BYTES = 8 * 2**20
 
 
 #: Unit coord (bool) marking units whose non-empty label another unit of the recording carries too.
@@ -64,6 +73,34 @@ def max_bytes() -> int:
     """The size limit for one array (``POCOVIZ_MAX_BYTES`` overrides the 8 GiB default)."""
     env = os.environ.get("POCOVIZ_MAX_BYTES", "").strip()
     return int(env) if env.isdigit() else DEFAULT_MAX_BYTES
+
+
+def lazy_bytes() -> int:
+    """The size above which ``activity`` opens lazily (``POCOVIZ_LAZY_BYTES`` overrides the 256 MiB default)."""
+    env = os.environ.get("POCOVIZ_LAZY_BYTES", "").strip()
+    return int(env) if env.isdigit() else DEFAULT_LAZY_BYTES
+
+
+def wants_lazy(nbytes: int, load: bool | None) -> bool:
+    """Whether an ``activity`` of ``nbytes`` opens lazily: ``load=True`` never, ``load=False`` always,
+    ``load=None`` when it is larger than :func:`lazy_bytes`."""
+    if load is None:
+        return int(nbytes) > lazy_bytes()
+    return not bool(load)
+
+
+def is_lazy(obj: xr.Dataset | xr.DataArray) -> bool:
+    """Whether a recording's ``activity`` (or a DataArray) is Dask-backed, not in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = make_recording(np.zeros((10, 3)), sampling_rate_hz=2.0, species="test", session="s0")
+    >>> is_lazy(ds), is_lazy(ds.chunk({"time": 5}))
+    (False, True)
+    """
+    da = obj["activity"] if isinstance(obj, xr.Dataset) else obj
+    return da.chunks is not None
 
 
 def check_declared_size(shape: tuple[int, ...], itemsize: int, *, path: Any = None, field: str | None = None) -> None:
@@ -112,6 +149,14 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
     ------
     RecordingError
         The first problem found, naming the file and the field.
+
+    Notes
+    -----
+    A lazy (Dask-backed) ``activity`` is checked on :func:`activity_sample` only (first, middle and
+    last time chunks, at most 256 frames each; read once and remembered): an infinite value or a
+    frame that is all NaN there is an error, as in memory; a unit that is all NaN is reported only
+    for in-memory recordings, since a unit all NaN in the sample may have values elsewhere.
+    Metadata (coords, attrs) is always checked in full.
 
     Examples
     --------
@@ -203,6 +248,9 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
         raise fail("attrs['sampling_rate_hz']", f"must be a positive finite number, got {rate!r}")
 
     # values ------------------------------------------------------------------------------
+    if is_lazy(act):
+        _validate_sample(act, u, fail)
+        return ds
     a = act.values
     if np.isinf(a).any():
         frame, unit = map(int, np.argwhere(np.isinf(a))[0])
@@ -219,6 +267,126 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
         if len(all_nan_frames):
             raise fail("activity", f"{len(all_nan_frames)} frame(s) are all NaN (first: frame {int(all_nan_frames[0])})")
     return ds
+
+
+# --- the lazy sample -------------------------------------------------------------------------------
+
+_SAMPLE_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+_SAMPLE_CACHE_SIZE = 32
+
+
+def sample_blocks(time_chunks: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The frame ranges ``[(start, stop), ...]`` the lazy sample reads, given the time chunking.
+
+    The first, middle and last time chunks (fewer when there are fewer), at most
+    :data:`SAMPLE_FRAMES_PER_BLOCK` frames from the start of each.
+
+    Examples
+    --------
+    >>> sample_blocks((256,) * 30 + (199,))
+    [(0, 256), (3840, 4096), (7680, 7879)]
+    >>> sample_blocks((1000,))
+    [(0, 256)]
+    """
+    starts = np.concatenate([[0], np.cumsum(time_chunks)]).astype(int)
+    n = len(time_chunks)
+    picks = sorted({0, n // 2, n - 1}) if n else []
+    return [(int(starts[i]), int(min(starts[i + 1], starts[i] + SAMPLE_FRAMES_PER_BLOCK))) for i in picks]
+
+
+def _piece_edges(size: int, chunks: tuple[int, ...], storage: int | None, max_len: int) -> list[tuple[int, int]]:
+    """Cut ``range(size)`` into pieces that never cross a dask chunk, aligned to the storage chunk
+    when it is known, each at most ``max_len`` long (but at least one storage chunk)."""
+    step = max(1, max_len)
+    if storage:
+        step = max(int(storage), (step // int(storage)) * int(storage))
+    out = []
+    start = 0
+    for c in chunks:
+        stop = start + int(c)
+        for a in range(start, stop, step):
+            out.append((a, min(stop, a + step)))
+        start = stop
+    return out
+
+
+def activity_sample(act: xr.DataArray) -> dict[str, Any]:
+    """Statistics of the bounded sample of a lazy ``activity`` that :func:`validate` and
+    :func:`summarize` use (read once per Dask array, then remembered).
+
+    The sample is every unit over the frames of :func:`sample_blocks` (first, middle and last time
+    chunks), read piece by piece (a storage chunk at a time when the store's chunks are known), so
+    that memory stays at a few chunks.
+
+    Parameters
+    ----------
+    act : DataArray, dims (time, unit), Dask-backed
+
+    Returns
+    -------
+    dict
+        ``blocks`` (the frame ranges), ``n_frames`` (frames read), ``n_time``, ``nan_count``,
+        ``first_inf`` (``(frame, unit index)`` or None), ``all_nan_frames`` (frame indices whose
+        every unit is NaN), ``sample_all_nan_units`` (unit indices all NaN within the sample).
+    """
+    data = act.data
+    key = (getattr(data, "name", None) or id(data), tuple(act.shape), str(act.dtype))
+    hit = _SAMPLE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    n_time, n_unit = (int(s) for s in act.shape)
+    t_chunks, u_chunks = act.chunks
+    storage = act.encoding.get("preferred_chunks") or {}
+    s_unit = storage.get("unit") if isinstance(storage, dict) else None
+    blocks = sample_blocks(tuple(t_chunks))
+    itemsize = max(1, int(np.dtype(act.dtype).itemsize))
+    nan_per_frame: list[np.ndarray] = []
+    unit_all_nan = np.ones(n_unit, dtype=bool)
+    first_inf: tuple[int, int] | None = None
+    for t0, t1 in blocks:
+        rows = max(1, t1 - t0)
+        max_len = max(1, SAMPLE_PIECE_BYTES // (rows * itemsize))
+        frame_nans = np.zeros(t1 - t0, dtype=np.int64)
+        for u0, u1 in _piece_edges(n_unit, tuple(u_chunks), s_unit, max_len):
+            block = np.asarray(data[t0:t1, u0:u1].compute(scheduler="sync"))
+            if first_inf is None:
+                inf = np.isinf(block)
+                if inf.any():
+                    f, j = np.argwhere(inf)[0]
+                    first_inf = (t0 + int(f), u0 + int(j))
+            nan = np.isnan(block)
+            frame_nans += nan.sum(axis=1)
+            unit_all_nan[u0:u1] &= nan.all(axis=0)
+        nan_per_frame.append(frame_nans)
+    per_frame = np.concatenate(nan_per_frame) if nan_per_frame else np.zeros(0, dtype=np.int64)
+    frames = np.concatenate([np.arange(a, b) for a, b in blocks]) if blocks else np.zeros(0, dtype=int)
+    out = {
+        "blocks": blocks,
+        "n_frames": int(len(frames)),
+        "n_time": n_time,
+        "nan_count": int(per_frame.sum()),
+        "first_inf": first_inf,
+        "all_nan_frames": frames[per_frame == n_unit].tolist(),
+        "sample_all_nan_units": np.flatnonzero(unit_all_nan).tolist() if len(frames) else [],
+    }
+    if len(_SAMPLE_CACHE) >= _SAMPLE_CACHE_SIZE:
+        _SAMPLE_CACHE.pop(next(iter(_SAMPLE_CACHE)))
+    _SAMPLE_CACHE[key] = out
+    return out
+
+
+def _validate_sample(act: xr.DataArray, u: np.ndarray, fail: Any) -> None:
+    sample = activity_sample(act)
+    if sample["first_inf"] is not None:
+        frame, unit = sample["first_inf"]
+        raise fail("activity", f"infinite value at frame {frame}, unit index {unit}")
+    frames = sample["all_nan_frames"]
+    if frames:
+        raise fail(
+            "activity",
+            f"{len(frames)} frame(s) are all NaN (first: frame {int(frames[0])}; checked on a sample of "
+            f"{sample['n_frames']} of {sample['n_time']} frames)",
+        )
 
 
 def _label_strings(labels: Any) -> list[str]:
@@ -418,11 +586,23 @@ def as_recording(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr
 
 
 def summarize(ds: xr.Dataset) -> dict[str, Any]:
-    """A JSON-able summary of a recording (used by ``pocoviz info`` and the app)."""
+    """A JSON-able summary of a recording (used by ``pocoviz info`` and the app).
+
+    For a lazy (Dask-backed) ``activity`` nothing beyond :func:`activity_sample` is read:
+    ``nan_fraction`` is that of the sample, and two more fields say so: ``activity_checked``
+    (e.g. ``"sample of 768 of 7879 frames"``) and ``activity_sample_frames`` (the frame ranges
+    ``[[start, stop], ...]``: first, middle and last time chunks). In-memory recordings are
+    summarised from every value and have neither field.
+    """
     regions, counts = np.unique(np.asarray(ds["region"].values).astype(str), return_counts=True)
     labels = np.asarray(ds["label"].values).astype(str)
     t = ds["time"].values
-    act = ds["activity"].values
+    lazy = is_lazy(ds)
+    if lazy:
+        sample = activity_sample(ds["activity"])
+        nan_fraction = sample["nan_count"] / max(1, sample["n_frames"] * int(ds.sizes["unit"]))
+    else:
+        nan_fraction = float(np.isnan(ds["activity"].values).mean())
     out: dict[str, Any] = {
         "species": ds.attrs.get("species"),
         "session": ds.attrs.get("session"),
@@ -434,10 +614,13 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
         "regions": {("(none)" if r == "" else str(r)): int(c) for r, c in zip(regions, counts)},
         "n_labelled": int((labels != "").sum()),
         "has_positions": [c for c in POSITION_COORDS if c in ds.coords],
-        "nan_fraction": float(np.isnan(act).mean()),
+        "nan_fraction": float(nan_fraction),
         "source": ds.attrs.get("source"),
         "citation": ds.attrs.get("citation"),
     }
+    if lazy:
+        out["activity_checked"] = f"sample of {sample['n_frames']} of {sample['n_time']} frames"
+        out["activity_sample_frames"] = [[int(a), int(b)] for a, b in sample["blocks"]]
     extra = {k: v for k, v in ds.attrs.items() if k not in REQUIRED_ATTRS and isinstance(v, (str, int, float))}
     if extra:
         out["attrs"] = {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in extra.items()}
