@@ -10,6 +10,7 @@ or a click on a raster row) is :mod:`pocoviz.controllers.units`, shared with the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,10 @@ import numpy as np
 import param
 import xarray as xr
 
-from pocoviz.recordings import RecordingError, duplicate_labels, sort_units_by_region, summarize
+from pocoviz.recordings import RecordingError, duplicate_labels, sort_units_by_region
 from pocoviz.recordings.raster import RegionBand
+from pocoviz.recordings.rasterwindow import RasterSource, RasterWindow, has_pyramid
+from pocoviz.recordings.schema import POSITION_COORDS, REQUIRED_ATTRS
 
 from .base import Controller
 from .cache import LRUCache
@@ -41,6 +44,17 @@ DATASHADE_POINTS_ABOVE = 20_000
 MAX_TRACES = 40
 #: at most this many unit names on the traces' axis (more overlap in its 420 px; the hover names each)
 MAX_TRACE_LABELS = 20
+#: the raster asks for windows of at least this many columns × rows (and gets at most about twice
+#: as many along each axis): about half the raster's pixels at 1600 px wide, since a window of
+#: 1000 × 430 float32 cells sent to the browser after each pan cost more than the pixels gained
+RASTER_COLS, RASTER_ROWS = 500, 256
+#: a lazily opened recording whose regions change more often than this along its stored units is
+#: drawn with one band (the layout stores units grouped by region; a bare array may not)
+MAX_BANDS = 500
+#: frames of the sample that sets a lazily opened recording's colour limits
+CLIM_SAMPLE_FRAMES = 64
+#: a found unit is shown with at least this many raster rows around it
+FIND_MIN_ROWS = 40
 #: a region band is labelled only when its label is at least this fraction of the raster's rows
 #: away from the last labelled one (8 pt labels on a ~380 px raster overlapped at 1/40)
 BAND_LABEL_SPACING = 1 / 28
@@ -62,6 +76,21 @@ class PreparedSession:
     names: np.ndarray  # per positional unit, "AVAL", "#12", or "URADL (dup #12)" for a duplicated label
     time_label: str  # "time (s)", or "frame" when the file gave no sampling rate
     duplicates: dict[str, list[int]] = field(default_factory=dict)  # label -> positional units, labels on >1 unit
+    lazy: bool = False  # activity is Dask-backed (opened from chunked storage, never read whole)
+    stored_order: bool = False  # rows in stored order (lazy, or a store with a pyramid), not sorted here
+    _raster: RasterSource | None = field(default=None, repr=False)
+
+    @property
+    def raster(self) -> RasterSource:
+        """Raster windows of this session in display order (built on first use)."""
+        if self._raster is None:
+            self._raster = RasterSource(self.ds) if self.stored_order else RasterSource(self.ds, order=self.order)
+        return self._raster
+
+    def traces_of(self, units: list[int]) -> np.ndarray:
+        """Activity (time, len(units)) of positional ``units`` only (a lazy recording reads just
+        their chunks)."""
+        return self.raster.unit_block(units)
 
     @property
     def duration(self) -> float:
@@ -78,7 +107,12 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
     cached = PREPARED_CACHE.get(key)
     if cached is not None:
         return cached
-    order, bands = sort_units_by_region(ds, within="pc1")
+    lazy = is_lazy(ds)
+    stored = lazy or has_pyramid(ds)
+    if stored:  # stored order (grouped by region in the layout): the store's pyramid draws the raster
+        order, bands = np.arange(ds.sizes["unit"]), stored_bands(ds)
+    else:
+        order, bands = sort_units_by_region(ds, within="pc1")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     regions = np.asarray(ds["region"].values).astype(str)
@@ -87,8 +121,12 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
     ids = np.asarray(ds["unit"].values)
     duplicates = duplicate_labels(labels)
     names = np.array([unit_name(lab, uid, lab in duplicates) for lab, uid in zip(labels, ids)])
-    act = ds["activity"].values
-    sample = act[:: max(1, act.shape[0] // 400), :: max(1, act.shape[1] // 2000)]
+    if lazy:  # a slab of frames from the middle, every unit (one row of chunks)
+        mid = max(0, ds.sizes["time"] // 2 - CLIM_SAMPLE_FRAMES // 2)
+        sample = np.asarray(ds["activity"].isel(time=slice(mid, mid + CLIM_SAMPLE_FRAMES)).values)
+    else:
+        act = ds["activity"].values
+        sample = act[:: max(1, act.shape[0] // 400), :: max(1, act.shape[1] // 2000)]
     units = ds["activity"].attrs.get("units")
     if units == "z-score":
         hi = float(np.nanpercentile(np.abs(sample), 99)) or 1.0
@@ -110,9 +148,63 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
         names=names,
         time_label="frame (no sampling rate in the file)" if ds.attrs.get("time_is_frame_index") else "time (s)",
         duplicates=duplicates,
+        lazy=lazy,
+        stored_order=stored,
     )
     PREPARED_CACHE.put(key, prepared)
     return prepared
+
+
+#: chunked corpora opened by this tab, lazily when large (SOURCE_CACHE loads every session into memory)
+CHUNKED_SOURCES: LRUCache[dict[str, xr.Dataset]] = LRUCache(4, name="chunked sources")
+
+
+def load_sessions(key: str, data_dir: Any) -> dict[str, xr.Dataset]:
+    """Sessions of a source: chunked stores (Zarr, netCDF) as :func:`pocoviz.recordings.open_corpus`
+    opens them (Dask-backed ``activity`` when large: never loaded here), anything else from
+    :data:`SOURCE_CACHE`; raises RecordingError."""
+    if key != "demo" and data_dir is not None:
+        from pocoviz.recordings import corpus_sessions, open_corpus, resolve_in_data_dir
+        from pocoviz.recordings.io import detect_format_or_none
+
+        path = resolve_in_data_dir(key, data_dir)
+        if path.suffix == ".zarr" or detect_format_or_none(path) in ("zarr", "zarr-array", "netcdf"):
+            stamp = (str(path), path.stat().st_mtime)
+            return CHUNKED_SOURCES.get_or_create(stamp, lambda: corpus_sessions(open_corpus(path, data_dir=data_dir)))
+    return SOURCE_CACHE.load(key, data_dir)
+
+
+def is_lazy(ds: xr.Dataset) -> bool:
+    """Whether the recording's activity is Dask-backed (opened lazily from chunked storage)."""
+    return hasattr(ds["activity"].data, "dask")
+
+
+def stored_bands(ds: xr.Dataset) -> list[RegionBand]:
+    """Region bands of the units in stored order (runs of one region); one band when there are
+    more than MAX_BANDS runs (a recording not stored grouped by region)."""
+    regions = np.asarray(ds["region"].values).astype(str)
+    regions = np.where(regions == "", "(no region)", regions)
+    if not len(regions):
+        return []
+    starts = np.concatenate([[0], np.flatnonzero(regions[1:] != regions[:-1]) + 1])
+    if len(starts) > MAX_BANDS:
+        return [RegionBand("(stored order, regions mixed)", 0, len(regions))]
+    stops = np.append(starts[1:], len(regions))
+    return [RegionBand(str(regions[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def raster_window(prep: PreparedSession, x_range: tuple | None, y_range: tuple | None, reduce: str = "mean",
+                  max_cols: int = RASTER_COLS, max_rows: int = RASTER_ROWS) -> tuple[RasterWindow, tuple[float, float, float, float]]:
+    """The raster's cells for the viewport ``x_range`` (the time axis: seconds, or frames) ×
+    ``y_range`` (display rows; None: the whole recording), and their bounds in those coordinates
+    (frame f is drawn centred on its time, row r centred on r)."""  # fmt: skip
+    n_time, n_unit = prep.raster.shape
+    rate = float(prep.ds.attrs["sampling_rate_hz"])  # frames per unit of the time axis (prep.time)
+    t0, t1 = (0.0, n_time) if x_range is None else (x_range[0] * rate + 0.5, x_range[1] * rate + 0.5)
+    u0, u1 = (0.0, n_unit) if y_range is None else (min(y_range) + 0.5, max(y_range) + 0.5)
+    win = prep.raster.window(t0, t1, u0, u1, max_cols=max_cols, max_rows=max_rows, reduce=reduce)
+    f0, r0, f1, r1 = win.bounds
+    return win, ((f0 - 0.5) / rate, r0 - 0.5, (f1 - 0.5) / rate, r1 - 0.5)
 
 
 def projections(ds: xr.Dataset) -> list[str]:
@@ -123,22 +215,28 @@ def projections(ds: xr.Dataset) -> list[str]:
 
 
 def metadata_rows(ds: xr.Dataset) -> list[tuple[str, str]]:
-    """The session's metadata as (name, value) rows."""
-    info = summarize(ds)
+    """The session's metadata as (name, value) rows (from the coordinates and attributes only:
+    the activity is not read)."""
+    regions, counts = np.unique(np.asarray(ds["region"].values).astype(str), return_counts=True)
+    labels = np.asarray(ds["label"].values).astype(str)
+    t = ds["time"].values
+    rate = float(ds.attrs.get("sampling_rate_hz"))
     rows = [
-        ("species", info["species"]),
-        ("session", info["session"]),
-        ("units × frames", f"{info['n_unit']} × {info['n_time']}"),
-        ("sampling rate", f"{info['sampling_rate_hz']:.3g} Hz"),
-        ("duration", f"{info['duration_s']:.1f} s"),
-        ("activity", info["activity_units"]),
-        ("labelled units", info["n_labelled"]),
-        ("positions", ", ".join(info["has_positions"]) or "none"),
-        ("regions", ", ".join(f"{k} ({v})" for k, v in info["regions"].items())),
-        ("source", info["source"]),
-        ("citation", info["citation"]),
+        ("species", ds.attrs.get("species")),
+        ("session", ds.attrs.get("session")),
+        ("units × frames", f"{ds.sizes['unit']} × {ds.sizes['time']}"),
+        ("sampling rate", f"{rate:.3g} Hz"),
+        ("duration", f"{float(t[-1] - t[0]) if len(t) else 0.0:.1f} s"),
+        ("activity", ds["activity"].attrs.get("units")),
+        ("labelled units", int((labels != "").sum())),
+        ("positions", ", ".join(c for c in POSITION_COORDS if c in ds.coords) or "none"),
+        ("regions", ", ".join(f"{'(none)' if r == '' else r} ({c})" for r, c in zip(regions, counts))),
+        ("source", ds.attrs.get("source")),
+        ("citation", ds.attrs.get("citation")),
     ]
-    rows += [(k, v) for k, v in info.get("attrs", {}).items() if k not in ("format",)]
+    if is_lazy(ds):
+        rows.append(("storage", f"chunked, opened lazily (chunks {ds['activity'].data.chunksize})"))
+    rows += [(k, v) for k, v in ds.attrs.items() if k not in REQUIRED_ATTRS and k != "format" and isinstance(v, (str, int, float))]
     return [(str(k), str(v)) for k, v in rows]
 
 
@@ -176,6 +274,8 @@ class RecordingsSnapshot:
     map_title: str
     metadata: tuple[tuple[str, str], ...]
     notice: str
+    reduce: str  # "mean" or "peak": how a raster cell reduces its frames × units
+    rows: tuple[float, float] | None  # raster rows shown (None: all)
 
 
 def _clamp_window(ctrl: RecordingsController, value: Any) -> tuple[float, float] | None:
@@ -201,6 +301,7 @@ class RecordingsController(Controller):
         UrlField("select_by", "rec_by"),
         UrlField("projection", "rec_proj"),
         UrlField("window", "rec_t", clamp=_clamp_window),
+        UrlField("reduce", "rec_reduce"),
     )
 
     source = param.Selector(default="demo", objects={DEMO_KEY: "demo"}, doc="Corpus or file")
@@ -213,6 +314,9 @@ class RecordingsController(Controller):
     projection = param.Selector(default="x–y", objects=["x–y", "x–z", "y–z"])
     window = param.Range(default=None, allow_None=True, doc="Time window shown (None: the whole recording)")
     error = param.String(default="", doc="Why the chosen source could not be opened")
+    reduce = param.Selector(default="mean", objects=["mean", "peak"], doc="A raster cell of many frames × units shows their mean or peak")
+    find = param.String(default="", doc="Find units by id (0-3, 17), region or label; they are selected and the raster zooms to them")
+    rows = param.Range(default=None, allow_None=True, precedence=-1, doc="Raster rows shown (None: all)")
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         super().__init__(**params)
@@ -221,6 +325,7 @@ class RecordingsController(Controller):
         self._prepared: PreparedSession | None = None
         self._snapshot: tuple[int, RecordingsSnapshot] | None = None
         self._session_key: tuple | None = None
+        self._parts: dict[str, tuple] = {}  # snapshot parts kept while their inputs are unchanged
         self._hold = False
         self.param.source.objects = list_sources(data_dir)
         self._load_source()
@@ -248,6 +353,51 @@ class RecordingsController(Controller):
         except UrlValueError:
             pass
 
+    def set_rows(self, start: float | None, end: float | None) -> None:
+        """Show raster rows ``start``–``end`` (None, or covering every row: all of them)."""
+        prep = self._prepared
+        if prep is None or start is None or end is None:
+            self.rows = None
+            return
+        n = len(prep.order)
+        a, b = max(-0.5, min(start, end)), min(n - 0.5, max(start, end))
+        self.rows = None if (a <= -0.5 and b >= n - 0.5) or not b > a else (round(a, 1), round(b, 1))
+
+    @param.depends("find", watch=True)
+    def _on_find(self) -> None:
+        """Select the units that ``find`` names (ids, a region, labels) and zoom the raster's rows
+        to them; the notice says when nothing matched."""
+        prep, text = self._prepared, self.find.strip()
+        if prep is None or not text:
+            return
+        regions = {b.region.lower(): b for b in prep.bands}
+        options = label_options(prep.ds)
+        labels = {lab.lower(): lab for lab in options.values()}
+        wanted = [w for w in re.split(r"[,\s]+", text) if w]
+        with param.parameterized.batch_call_watchers(self):
+            if re.fullmatch(r"[\d,\s\-]+", text):
+                self.select_by, self.unit_ids = "index", text
+            elif text.lower() in regions:
+                self.select_by, self.region = "region", regions[text.lower()].region
+            elif wanted and all(w.lower() in labels for w in wanted):
+                self.select_by, self.labels = "label", [labels[w.lower()] for w in wanted]
+            else:
+                self.notice = f"Find: no unit id, region or label matches {text[:60]!r}"
+                return
+        if self.select_by == "region":
+            band = regions[text.lower()]
+            rows = [band.start, band.stop - 1]
+        else:
+            try:
+                rows = [int(prep.rank[u]) for u in self.selected_units()]
+            except ValueError as exc:
+                self.notice = f"Find: {exc}"
+                return
+        if rows:
+            lo, hi = min(rows), max(rows)
+            pad = max(0.0, (FIND_MIN_ROWS - (hi - lo)) / 2)
+            self.set_rows(lo - pad - 0.5, hi + pad + 0.5)
+
     def tap_row(self, y: float | None) -> None:
         """A click on raster row ``y`` adds that unit to (or removes it from) the traces by id."""
         prep = self._prepared
@@ -273,7 +423,7 @@ class RecordingsController(Controller):
     @param.depends("source", watch=True)
     def _load_source(self) -> None:
         try:
-            sessions = SOURCE_CACHE.load(self.source, self.data_dir)
+            sessions = load_sessions(self.source, self.data_dir)
         except RecordingError as exc:
             self.error = str(exc)
             self.changed()
@@ -315,11 +465,12 @@ class RecordingsController(Controller):
                 if self.projection not in self.param.projection.objects:
                     self.projection = self.param.projection.objects[0]
                 self.window = None  # another recording's window means nothing here
+                self.rows = None
         finally:
             self._hold = False
         self.changed()
 
-    @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", "window", "notice", watch=True)
+    @param.depends("select_by", "region", "labels", "unit_ids", "n_traces", "projection", "window", "notice", "reduce", "rows", watch=True)
     def _on_selection(self) -> None:
         if not self._hold:
             self.changed()
@@ -342,7 +493,7 @@ class RecordingsController(Controller):
         if prep is None:
             return RecordingsSnapshot(
                 source=self.source, session=self.session, error=self.error, prepared=None, session_key=None, raster_title="",
-                window=(0.0, 0.0), extent=(0.0, 0.0), metadata=(), notice=self.notice, **empty,
+                window=(0.0, 0.0), extent=(0.0, 0.0), metadata=(), notice=self.notice, reduce=self.reduce, rows=None, **empty,
             )  # fmt: skip
         ds = prep.ds
         units_kind = ds["activity"].attrs.get("units")
@@ -354,19 +505,8 @@ class RecordingsController(Controller):
             selection = (f"{len(units)} unit(s) shown" if units else "no units selected") + (f"; ⚠ {note}" if note else "")
         except ValueError as exc:
             units, selection = [], f"⚠ {exc}"
-        traces, ticks = [], []
-        if units:
-            act = ds["activity"].values
-            block = act[:, units]
-            spread = float(np.nanpercentile(block, 99.5) - np.nanpercentile(block, 0.5)) or 1.0
-            step = 0.8 * spread
-            for k, i in enumerate(units):
-                offset = -k * step
-                traces.append({"time": prep.time, "offset": act[:, i] + offset, "unit": str(prep.names[i]), "region": str(prep.regions[i])})
-                ticks.append((offset, str(prep.names[i])))
-        every = -(-len(ticks) // MAX_TRACE_LABELS) if ticks else 1
-        ticks = ticks[::every]
-        map_kind, map_data, map_title = self._map(prep, units)
+        traces, ticks = self._traces(prep, units)
+        map_kind, map_data, map_title = self._map_cached(prep, units)
         return RecordingsSnapshot(
             source=self.source,
             session=self.session,
@@ -387,7 +527,39 @@ class RecordingsController(Controller):
             map_title=map_title,
             metadata=tuple(metadata_rows(ds)),
             notice=self.notice,
+            reduce=self.reduce,
+            rows=tuple(self.rows) if self.rows is not None else None,
         )
+
+    def _traces(self, prep: PreparedSession, units: list[int]) -> tuple[tuple, tuple]:
+        """The traces and their axis labels, computed again only when the units change (a pan of
+        the raster makes a new snapshot; a lazy recording would read the units' chunks again)."""
+        key = ("traces", self._session_key, tuple(units))
+        cached = self._parts.get("traces")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        traces, ticks = [], []
+        if units:
+            block = prep.traces_of(units)  # only these units' activity (a lazy recording reads their chunks)
+            spread = float(np.nanpercentile(block, 99.5) - np.nanpercentile(block, 0.5)) or 1.0
+            step = 0.8 * spread
+            for k, i in enumerate(units):
+                offset = -k * step
+                traces.append({"time": prep.time, "offset": block[:, k] + offset, "unit": str(prep.names[i]), "region": str(prep.regions[i])})
+                ticks.append((offset, str(prep.names[i])))
+        every = -(-len(ticks) // MAX_TRACE_LABELS) if ticks else 1
+        out = (tuple(traces), tuple(ticks[::every]))
+        self._parts["traces"] = (key, out)
+        return out
+
+    def _map_cached(self, prep: PreparedSession, units: list[int]) -> tuple[str, dict[str, Any] | None, str]:
+        key = ("map", self._session_key, self.projection, tuple(units))
+        cached = self._parts.get("map")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = self._map(prep, units)
+        self._parts["map"] = (key, out)
+        return out
 
     def _map(self, prep: PreparedSession, units: list[int]) -> tuple[str, dict[str, Any] | None, str]:
         ds = prep.ds

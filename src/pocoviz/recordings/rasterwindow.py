@@ -36,7 +36,7 @@ import xarray as xr
 FACTOR = 4
 #: a cell budget: a level is skipped while its window has more cells than this many times the
 #: requested ``max_cols * max_rows`` (its chunks would take too long to read)
-CELL_BUDGET = 8
+CELL_BUDGET = 20
 #: an in-memory level is computed from a Dask-backed array this many frames at a time
 SLAB_FRAMES = 256
 #: levels are computed in memory while the larger dimension of the last exceeds this
@@ -99,29 +99,39 @@ def reduce_cells(x: np.ndarray, s0: int, s1: int, kind: Reduce, w0: np.ndarray |
     n0, n1 = x.shape
     if s0 == 1 and s1 == 1:
         return x.copy()
-    p0, p1 = -(-n0 // s0) * s0, -(-n1 // s1) * s1
     finite = np.isfinite(x)
-    if kind == "peak":
-        a = np.where(finite, np.abs(x), -1.0).astype(np.float32)
-        pad_a = np.full((p0, p1), -1.0, np.float32)
-        pad_a[:n0, :n1] = a
-        pad_x = np.zeros((p0, p1), np.float32)
-        pad_x[:n0, :n1] = np.where(finite, x, 0)
-        blocks_a = pad_a.reshape(p0 // s0, s0, p1 // s1, s1).transpose(0, 2, 1, 3).reshape(p0 // s0, p1 // s1, -1)
-        blocks_x = pad_x.reshape(p0 // s0, s0, p1 // s1, s1).transpose(0, 2, 1, 3).reshape(p0 // s0, p1 // s1, -1)
-        arg = blocks_a.argmax(axis=2)
-        out = np.take_along_axis(blocks_x, arg[..., None], axis=2)[..., 0]
-        best = np.take_along_axis(blocks_a, arg[..., None], axis=2)[..., 0]
-        return np.where(best >= 0, out, np.nan).astype(np.float32)
-    w0 = np.ones(n0) if w0 is None else np.asarray(w0, float)
-    w1 = np.ones(n1) if w1 is None else np.asarray(w1, float)
-    w = np.where(finite, w0[:, None] * w1[None, :], 0.0)
-    num = np.zeros((p0, p1))
-    den = np.zeros((p0, p1))
-    num[:n0, :n1] = np.where(finite, x, 0.0) * w
-    den[:n0, :n1] = w
-    num = num.reshape(p0 // s0, s0, p1 // s1, s1).sum(axis=(1, 3))
-    den = den.reshape(p0 // s0, s0, p1 // s1, s1).sum(axis=(1, 3))
+    has_nan = not finite.all()
+
+    def blocks(a: np.ndarray, op: Any) -> np.ndarray:
+        """``op`` (an elementwise ufunc) over each block, ragged at the ends: strided slices, units
+        then frames (NumPy reduces the short inner axes of a reshaped array several times slower)."""
+        r = a[:, 0::s1].astype(np.float64) if op is np.add else a[:, 0::s1].copy()
+        for k in range(1, min(s1, n1)):
+            part = a[:, k::s1]
+            op(r[:, : part.shape[1]], part, out=r[:, : part.shape[1]])
+        out = r[0::s0].copy()
+        for k in range(1, min(s0, n0)):
+            part = r[k::s0]
+            op(out[: part.shape[0]], part, out=out[: part.shape[0]])
+        return out
+
+    if kind == "peak":  # the block's max and min; the one of larger magnitude wins (max on a tie)
+        hi = blocks(np.where(finite, x, -np.inf) if has_nan else x, np.maximum)
+        lo = blocks(np.where(finite, x, np.inf) if has_nan else x, np.minimum)
+        out = np.where(np.abs(lo) > np.abs(hi), lo, hi)
+        return np.where(np.isfinite(out), out, np.nan).astype(np.float32)
+    num = np.where(finite, x, 0) if has_nan else x
+    if w0 is not None:
+        num = num * np.asarray(w0, np.float32)[:, None]
+    if w1 is not None:
+        num = num * np.asarray(w1, np.float32)[None, :]
+    w0 = np.ones(n0) if w0 is None else np.asarray(w0, np.float64)
+    w1 = np.ones(n1) if w1 is None else np.asarray(w1, np.float64)
+    if has_nan:
+        den = blocks(finite * np.asarray(w0, np.float32)[:, None] * np.asarray(w1, np.float32)[None, :], np.add)
+    else:  # the block's total weight without reading the block
+        den = np.add.reduceat(w0, np.arange(0, n0, s0))[:, None] * np.add.reduceat(w1, np.arange(0, n1, s1))[None, :]
+    num = blocks(num, np.add)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan).astype(np.float32)
 
@@ -151,6 +161,12 @@ def store_path_of(ds: xr.Dataset) -> str | None:
         if path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists():
             return str(value)
     return None
+
+
+def has_pyramid(ds: xr.Dataset) -> bool:
+    """Whether the store the recording came from holds a pyramid (docs/wholebrain.md)."""
+    store = store_path_of(ds)
+    return store is not None and _open_pyramid(store) is not None
 
 
 def _open_pyramid(store: Any) -> tuple[Any, Any, int] | None:
@@ -201,7 +217,7 @@ class RasterSource:
         if opened is not None:
             root, pyr, n = opened
             self.pyramid = True
-            base = root["activity"] if "activity" in root else act.data
+            base = act.values if not self.lazy else (root["activity"] if "activity" in root else act.data)
             self._levels = [_Level({"mean": base, "peak": base}, self.shape)]
             for k in range(1, n + 1):
                 group = pyr[str(k)]

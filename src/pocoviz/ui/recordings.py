@@ -13,7 +13,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend and 
 import numpy as np
 import panel as pn
 import param
-from holoviews.operation.datashader import datashade, dynspread, rasterize
+from holoviews.operation.datashader import datashade, dynspread
 
 from pocoviz.controllers.recordings import (  # noqa: F401  (re-exported: the Forecast tab and the warm-up use them)
     PREPARED_CACHE,
@@ -24,6 +24,7 @@ from pocoviz.controllers.recordings import (  # noqa: F401  (re-exported: the Fo
     label_options,
     parse_unit_ids,
     prepare_session,
+    raster_window,
     toggle_tapped_unit,
     unit_name,
     units_of_region,
@@ -59,6 +60,7 @@ class RecordingsView(TabView):
     _map_title = param.String(default="unit positions", precedence=-1)
     _time_label = param.String(default="time (s)", precedence=-1)
     _xlim = param.Tuple(default=(np.nan, np.nan), precedence=-1)
+    _ylim = param.Tuple(default=(np.nan, np.nan), precedence=-1)
 
     def __init__(self, data_dir: str | None = None, **params: Any):
         self.controller = RecordingsController(data_dir=data_dir)
@@ -121,9 +123,8 @@ class RecordingsView(TabView):
 
     def _send_session(self, snap: RecordingsSnapshot) -> None:
         prep = snap.prepared
-        act = prep.ds["activity"].values
         self._raster_range.event(x_range=None, y_range=None)
-        self._raster_pipe.send((prep.time, np.arange(len(prep.order), dtype=float), np.ascontiguousarray(act[:, prep.order].T)))
+        self._raster_pipe.send((prep, snap.reduce))
         self._bands_pipe.send(
             {
                 "boundaries": [b.start - 0.5 for b in prep.bands[1:]],
@@ -152,13 +153,27 @@ class RecordingsView(TabView):
                     box.value = value
         finally:
             self._syncing = False
+        if snap.reduce != self._raster_pipe.data[1]:
+            self._raster_pipe.send((snap.prepared, snap.reduce))
+        n = len(snap.prepared.order)
+        rows = snap.rows if snap.rows is not None else (-0.5, n - 0.5)
+        moved = {}
         if snap.window != tuple(self._xlim):
             self._xlim = snap.window
             current = self._raster_range.x_range
             if current is None or not np.allclose(current, snap.window, atol=1e-3 * max(1.0, snap.extent[1])):
-                self._raster_range.event(x_range=snap.window)
+                moved["x_range"] = snap.window
+        if rows != tuple(self._ylim):
+            self._ylim = rows
+            current = self._raster_range.y_range
+            if current is None or not np.allclose(sorted(current), rows, atol=1e-3 * n):
+                moved["y_range"] = rows
+        if moved:
+            self._raster_range.event(**moved)
 
     def _send_traces(self, snap: RecordingsSnapshot) -> None:
+        if not self._changed("traces", snap.traces):
+            return  # a pan or zoom of the raster does not resend the same traces
         paths = [{**t, "color": self._colors.get(t["region"], UNKNOWN_COLOR)} for t in snap.traces]
         with param.parameterized.batch_call_watchers(self):
             self._trace_ticks = list(snap.trace_ticks) or None
@@ -166,6 +181,8 @@ class RecordingsView(TabView):
         self._traces_pipe.send(paths)
 
     def _send_map(self, snap: RecordingsSnapshot) -> None:
+        if not self._changed("map", (snap.session_key, snap.map_kind, snap.map)):
+            return
         m = snap.map
         if snap.map_kind == "none":
             self._map_pane.object = hv.Text(0.5, 0.5, "this recording has no unit positions").opts(
@@ -215,10 +232,18 @@ class RecordingsView(TabView):
         self.controller.tap_row(y)
 
     def _on_range(self, x_range: tuple | None = None, y_range: tuple | None = None) -> None:
-        """A zoom or pan of the raster becomes the controller's time window (and so the link's)."""
-        if x_range is not None and all(np.isfinite(x_range)) and self.controller.prepared is not None:
-            if not np.allclose(x_range, self._xlim, atol=1e-3 * max(1.0, self.controller.extent()[1])):
-                self.controller.set_window(*x_range)
+        """A zoom or pan of the raster becomes the controller's time window (and so the link's)
+        and its rows."""
+        prep = self.controller.prepared
+        if prep is None:
+            return
+        with param.parameterized.batch_call_watchers(self.controller):
+            if x_range is not None and all(np.isfinite(x_range)):
+                if not np.allclose(x_range, self._xlim, atol=1e-3 * max(1.0, self.controller.extent()[1])):
+                    self.controller.set_window(*x_range)
+            if y_range is not None and all(np.isfinite(y_range)):
+                if not np.allclose(sorted(y_range), self._ylim, atol=1e-3 * len(prep.order)):
+                    self.controller.set_rows(*y_range)
 
     def _on_window_widget(self, event) -> None:
         if self._syncing:
@@ -237,11 +262,12 @@ class RecordingsView(TabView):
         self._traces_pipe = hv.streams.Pipe(data=None)
         self._map_pipe = hv.streams.Pipe(data=None)
 
-        image = hv.DynamicMap(self._image, streams=[self._raster_pipe])
-        # our own range stream: a new session resets the zoom before its data arrive, and a zoom
-        # becomes the time window
+        # our own range stream: a new session resets the zoom before its data arrive, a zoom
+        # becomes the time window and rows, and each viewport draws the window of cells it needs
+        # (pocoviz.recordings.rasterwindow: a pyramid level of a whole-brain store, read under the
+        # viewport only)
         self._raster_range = hv.streams.RangeXY()
-        raster = rasterize(image, precompute=True, streams=[self._raster_range]).opts(
+        raster = hv.DynamicMap(self._window_image, streams=[self._raster_pipe, self._raster_range]).opts(
             colorbar=True,
             responsive=True,
             height=RASTER_HEIGHT,
@@ -262,7 +288,7 @@ class RecordingsView(TabView):
         lines = hv.DynamicMap(self._band_lines, streams=[self._bands_pipe])
         self._raster_pane.object = (raster * lines).opts(hv.opts.Overlay(responsive=True, height=RASTER_HEIGHT))
 
-        self._bands_pane.object = hv.DynamicMap(self._bands, streams=[self._bands_pipe]).opts(
+        bands = hv.DynamicMap(self._bands, streams=[self._bands_pipe]).opts(
             hv.opts.Overlay(
                 width=BAND_WIDTH,
                 height=RASTER_HEIGHT,
@@ -276,6 +302,7 @@ class RecordingsView(TabView):
                 framewise=True,
             )
         )
+        self._bands_pane.object = bands.apply.opts(ylim=self.param._ylim)  # the rows the raster shows
         traces = hv.DynamicMap(self._traces, streams=[self._traces_pipe]).opts(
             responsive=True,
             height=420,
@@ -297,10 +324,16 @@ class RecordingsView(TabView):
         return self._map_dmap
 
     @staticmethod
-    def _image(data: tuple | None) -> hv.Image:
+    def _window_image(data: tuple | None, x_range: tuple | None = None, y_range: tuple | None = None) -> hv.Image:
+        """The raster's cells under the viewport (``data``: the session and the reduction)."""
+        kdims, vdims = ["time", "row"], [hv.Dimension("activity")]
         if data is None:
-            data = (np.arange(2.0), np.arange(2.0), np.zeros((2, 2), np.float32))
-        return hv.Image(data, kdims=["time", "row"], vdims=[hv.Dimension("activity")])
+            return hv.Image(np.zeros((2, 2), np.float32), bounds=(0, 0, 1, 1), kdims=kdims, vdims=vdims)
+        prep, reduce = data
+        ok = lambda r: r is not None and all(np.isfinite(r)) and r[1] != r[0]  # noqa: E731
+        win, (x0, y0, x1, y1) = raster_window(prep, x_range if ok(x_range) else None, y_range if ok(y_range) else None, reduce)
+        # hv.Image's first array row is its top (largest y); the y axis is inverted on screen
+        return hv.Image(np.flipud(win.values), bounds=(x0, y0, x1, y1), kdims=kdims, vdims=vdims)
 
     @staticmethod
     def _band_lines(data: dict | None) -> hv.HLines:
@@ -347,6 +380,9 @@ class RecordingsView(TabView):
             self._widget("unit_ids", pn.widgets.TextInput, "Unit ids (or click the raster)", owner=c),
             self._widget("n_traces", pn.widgets.IntSlider, "Traces per region", owner=c),
             self._widget("projection", pn.widgets.Select, "Position map", owner=c),
+            pn.pane.Markdown("**Raster cells show**", margin=(10, 10, 0, 10)),
+            self._widget("reduce", pn.widgets.RadioButtonGroup, "Raster cells show", owner=c),
+            self._widget("find", pn.widgets.TextInput, "Find units (id, region or label)", owner=c, placeholder="e.g. 12-15, tectum, AVAL"),
             pn.Row(*self._window_inputs, margin=0),
             self._selection_info,
             self._notice,
