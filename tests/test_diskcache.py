@@ -239,3 +239,18 @@ def test_units_on_screen_first_equal_the_full_pass(root):
     fc.compute()
     full = fc.forecast_at(cursors, units)
     np.testing.assert_allclose(first, full, atol=2e-3, rtol=2e-3)
+
+
+def test_large_windows_go_in_unit_slices_and_give_way_to_the_screen(root):
+    """Above ``unit_slice`` units a window is computed slice by slice (same numbers); a preemption
+    drops the window, which the next call computes."""
+    x = zscore(raw_activity())
+    model = poco()
+    fc = DiskForecast(model, ArrayActivity(x), "fish/s", identity={"name": "slices"})
+    fc.unit_slice = 10  # 37 units: 4 slices a window
+    assert fc.compute(max_windows=3, preempt=lambda: True) == 0 and not fc.done.any()
+    assert fc.compute(max_windows=3) == 3
+    ref = RecordingForecast(model, x, "fish/s")
+    ref.compute(cursors=[48, 49, 50])
+    np.testing.assert_allclose(fc.forecast_at([48, 49, 50], range(U)), ref.forecast[[48, 49, 50]].astype(np.float32), atol=2e-3)
+    close(fc.metrics()["mse"], ref.metrics()["mse"], rtol=1e-5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pocoviz.forecast import SessionInfo, build_model, model_kinds
-from pocoviz.forecast.unit_subset import forecast_units, forecasts_units_apart
+from pocoviz.forecast.unit_subset import forecast_in_unit_slices, forecast_units, forecasts_units_apart
 
 torch.set_num_threads(1)
 
@@ -43,3 +43,22 @@ def test_every_kind_gives_the_whole_pass_columns(kind):
         part = forecast_units(model, ctx, 1, [0, 5, 29])
     torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
     assert forecasts_units_apart(model) == (kind in {"POCO", "POYO", "MLP", "MLP_L", "NLinear", "copy-last"})
+
+
+@pytest.mark.parametrize("key", ["poco_demo", "mlp_demo", "nlinear_demo"])
+def test_unit_slices_equal_the_whole_forward_pass_and_can_give_way(key):
+    """The whole pass in slices of units (POCO: the encoder once, the decoder per slice) equals the
+    forward pass; a preemption between slices returns None."""
+    from pocoviz.controllers.models import LOADED_MODELS
+
+    model = LOADED_MODELS.get(key, None).eval()
+    n = model.sessions[0].n_units
+    ctx = torch.randn(2, model.context, n, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = model(ctx, torch.zeros(2, dtype=torch.int64))
+        sliced = forecast_in_unit_slices(model, ctx, 0, max(1, n // 3))
+        calls = []
+        stopped = forecast_in_unit_slices(model, ctx, 0, max(1, n // 3), preempt=lambda: calls.append(1) or len(calls) > 1)
+    assert sliced.shape == full.shape
+    torch.testing.assert_close(sliced, full, rtol=1e-5, atol=1e-5)
+    assert stopped is None and len(calls) == 2

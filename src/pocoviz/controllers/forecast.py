@@ -71,6 +71,9 @@ FULL_BATCH_S = 0.25
 LOOKAHEAD_S = 2.0
 #: windows per batch of the on-screen pass
 SCREEN_BATCH = 8
+#: unit-windows per batch of the on-screen pass at most (POCO's encoder reads every unit: one
+#: window a batch at whole-brain size, so the first cursor's lines come after one window)
+SCREEN_UNIT_WINDOWS = 65_536
 #: metrics are recomputed at most this often while playback moves the cursor or forecasts arrive
 #: (at once when the models, the recording, the metric settings or a paused cursor change)
 METRICS_EVERY_S = 0.4
@@ -663,7 +666,7 @@ class ForecastController(Controller):
         if best is not None:
             if rec.lazy or (forecasts_units_apart(best.model) and len(units) * 4 <= rec.U):
                 try:
-                    self._screen_batch(best, best_missing[:SCREEN_BATCH], units)
+                    self._screen_batch(best, best_missing[: max(1, min(SCREEN_BATCH, SCREEN_UNIT_WINDOWS // rec.U))], units)
                 except Exception as exc:
                     best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
                     self._model_errors()
@@ -700,7 +703,8 @@ class ForecastController(Controller):
             n = max(1, min(n, int(FULL_BATCH_S / best.seconds_per_window)))
         t0 = time.perf_counter()
         try:
-            done = fc.advance(t, n)
+            # a large window gives way (between unit slices) when the cursor or the units move
+            done = fc.advance(t, n, preempt=lambda: self._screen_waits(active, t, units))
         except Exception as exc:
             best.state, best.message = "error", f"{best.label}: forecasting failed: {exc}"
             self._model_errors()
@@ -718,6 +722,13 @@ class ForecastController(Controller):
             # half of a core stays with the server drawing frames (and, on one machine, the browser)
             time.sleep(min(FULL_BATCH_S, time.perf_counter() - t0))
         return True
+
+    def _screen_waits(self, runs: list[ModelRun], t: int, units: list[int]) -> bool:
+        """Whether the cursor or the units moved since ``t``/``units`` and a model lacks the lines there."""
+        now, shown = int(self.cursor), self._units_or_empty()
+        if now == t and shown == units:
+            return False
+        return bool(shown) and any(r.forecast.valid[now] and not r.has(now, shown) for r in runs if r.forecast is not None and 0 <= now < r.forecast.T)
 
     def _screen_batch(self, run: ModelRun, cursors: list[int], units: list[int]) -> None:
         import torch

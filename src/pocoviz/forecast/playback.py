@@ -397,9 +397,10 @@ class RecordingForecast:
                 model.train(was_training)
             return n
 
-    def advance(self, t: int, max_windows: int) -> int:
+    def advance(self, t: int, max_windows: int, preempt: Callable[[], bool] | None = None) -> int:
         """About ``max_windows`` windows of the whole pass, nearest after cursor ``t`` first (then
-        wrapping to the beginning); returns how many were computed."""
+        wrapping to the beginning); returns how many were computed. (``preempt`` is for the disk
+        cache's large windows; a batch here is short.)"""
         missing = self.cursors[~self.done[self.cursors]]
         if not len(missing):
             return 0

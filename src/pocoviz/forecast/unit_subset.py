@@ -47,16 +47,25 @@ def forecast_units(model: Any, context: Any, session_index: int, units: list[int
     """
     import torch
 
-    from pocoviz.forecast.base import rowwise
 
     cols = torch.as_tensor(np.asarray(units, dtype=np.int64), device=context.device)
     B, C, U = context.shape
     session = torch.full((B,), int(session_index), dtype=torch.int64, device=context.device)
     if getattr(model, "kind", None) in PER_UNIT_KINDS:
         return model(context[:, :, cols], session, unit_mask=torch.ones((B, len(cols)), dtype=torch.bool, device=context.device))
-    hp = getattr(model, "hp", None)
     if not forecasts_units_apart(model) or len(cols) * 4 > U:
         return model(context, session)[:, :, cols]
+    return decode_units(model, encode_population(model, context, session_index), context, cols)
+
+
+def encode_population(model: Any, context: Any, session_index: int) -> dict[str, Any]:
+    """POCO's (or POYO's) population encoder over every unit of ``context`` (B, C, U): the latents
+    that :func:`decode_units` reads, and every unit's embedding."""
+    import torch
+
+    B, C, U = context.shape
+    session = torch.full((B,), int(session_index), dtype=torch.int64, device=context.device)
+    hp = model.hp
     mask = model.check_input(context, session, None)
     u = model.unit_embeddings(session, torch.arange(U, device=context.device).expand(B, U))
     # the population encoder (POCO.encode up to the latents): every unit's tokens
@@ -70,16 +79,48 @@ def forecast_units(model: Any, context: Any, session_index: int, units: list[int
     for atn, ffn in model.process:
         lat = lat + model.latent_drop(atn(lat, t_lat))
         lat = lat + model.latent_drop(ffn(lat))
-    # the decoder, for the chosen units only
-    uk = u[:, cols]
+    return {"lat": lat, "t_lat": t_lat, "u": u}
+
+
+def decode_units(model: Any, state: dict[str, Any], context: Any, units: Any) -> Any:
+    """POCO's per-unit decoder for ``units`` (positional indices) from :func:`encode_population`'s
+    state; returns (B, P, k), the columns of the whole forward pass."""
+    import torch
+
+    from pocoviz.forecast.base import rowwise
+
+    C = context.shape[1]
+    cols = torch.as_tensor(units, dtype=torch.int64, device=context.device)
+    uk = state["u"][:, cols]
     t_q = model.rotary(torch.full((1,), float(C), device=context.device))[None]
-    e = uk + model.dec_atn(uk, t_q, lat, t_lat)
+    e = uk + model.dec_atn(uk, t_q, state["lat"], state["t_lat"])
     e = e + rowwise(model.dec_ffn, e)
-    if hp["head"] == "film":
+    if model.hp["head"] == "film":
         y = rowwise(model._film, context[:, :, cols].transpose(1, 2), e)
     else:
         y = model.out_proj(e)
     return y.transpose(1, 2)
+
+
+def forecast_in_unit_slices(model: Any, context: Any, session_index: int, slice_units: int, preempt: Any = None) -> Any:
+    """The whole forward pass (B, P, U) computed ``slice_units`` units at a time (for POCO: the
+    encoder once, then its decoder per slice; for a per-unit model: its forward per slice), so
+    that ``preempt()`` (checked between slices) can stop it early: then None is returned."""
+    import torch
+
+    B, C, U = context.shape
+    kind = getattr(model, "kind", None)
+    if U <= slice_units or not forecasts_units_apart(model):
+        session = torch.full((B,), int(session_index), dtype=torch.int64, device=context.device)
+        return model(context, session)
+    state = encode_population(model, context, session_index) if kind not in PER_UNIT_KINDS else None
+    out = []
+    for u0 in range(0, U, slice_units):
+        if preempt is not None and preempt():
+            return None
+        cols = np.arange(u0, min(U, u0 + slice_units))
+        out.append(forecast_units(model, context, session_index, cols) if state is None else decode_units(model, state, context, cols))
+    return torch.cat(out, dim=2)
 
 
 def _attend_by_token_time(atn: Any, lat: Any, lat_angles: Any, x: Any, token_angles: Any, unit_mask: Any) -> Any:
