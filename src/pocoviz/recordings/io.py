@@ -213,8 +213,9 @@ def open_recording(
         into memory when it is at most 256 MiB (``POCOVIZ_LAZY_BYTES`` overrides) and opens it lazily
         otherwise; ``True`` always loads; ``False`` always opens lazily. Lazy means a Dask-backed
         ``activity`` in the store's own chunks (a few storage chunks per Dask chunk), the coordinates
-        loaded, the file kept open, and validation on a sample of ``activity`` (first, middle and
-        last time chunks; see :func:`~pocoviz.recordings.schema.validate`), never the whole array.
+        loaded, the file kept open, and validation on a sample of ``activity`` (first, last and
+        middle time chunks, at most 160 MiB; see :func:`~pocoviz.recordings.schema.validate`),
+        never the whole array.
         The other formats are always read into memory (their files are small), whatever ``load`` says.
     **reader_kwargs
         Passed to the reader (e.g. ``sampling_rate_hz``, ``species``, ``session``, ``group``,

@@ -37,7 +37,10 @@ DEFAULT_LAZY_BYTES = 256 * 2**20
 #: The lazy sample: at most this many frames from each sampled time chunk.
 SAMPLE_FRAMES_PER_BLOCK = 256
 #: The lazy sample is read in pieces of at most this many bytes (a storage chunk when smaller).
-SAMPLE_PIECE_BYTES = 8 * 2**20
+SAMPLE_PIECE_BYTES = 4 * 2**20
+#: The lazy sample holds at most this many bytes of activity (but always the first time chunk):
+#: first, last and middle time chunks, in that order, as many as fit.
+SAMPLE_MAX_BYTES = 160 * 2**20
 
 
 #: Unit coord (bool) marking units whose non-empty label another unit of the recording carries too.
@@ -152,10 +155,10 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
 
     Notes
     -----
-    A lazy (Dask-backed) ``activity`` is checked on :func:`activity_sample` only (first, middle and
-    last time chunks, at most 256 frames each; read once and remembered): an infinite value or a
-    frame that is all NaN there is an error, as in memory; a unit that is all NaN is reported only
-    for in-memory recordings, since a unit all NaN in the sample may have values elsewhere.
+    A lazy (Dask-backed) ``activity`` is checked on :func:`activity_sample` only (first, last and
+    middle time chunks, at most 256 frames each and 160 MiB in all; read once and remembered): an
+    infinite value or a frame that is all NaN there is an error, as in memory; a unit that is all
+    NaN is refused only in memory, since a unit all NaN in the sample may have values elsewhere.
     Metadata (coords, attrs) is always checked in full.
 
     Examples
@@ -207,7 +210,7 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
     u = np.asarray(ds["unit"].values)
     if u.dtype.kind not in "iu":
         raise fail("unit", f"must be integer ids, got dtype {u.dtype}")
-    if len(np.unique(u)) != len(u):
+    if len(u) > 1 and not np.all(np.diff(u) > 0) and len(np.unique(u)) != len(u):  # increasing ids are unique
         vals, counts = np.unique(u, return_counts=True)
         raise fail("unit", f"ids must be unique; {vals[counts > 1][:5].tolist()} repeat")
     for name in ("region", "label"):
@@ -275,23 +278,36 @@ _SAMPLE_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
 _SAMPLE_CACHE_SIZE = 32
 
 
-def sample_blocks(time_chunks: tuple[int, ...]) -> list[tuple[int, int]]:
+def sample_blocks(time_chunks: tuple[int, ...], frame_bytes: int = 0) -> list[tuple[int, int]]:
     """The frame ranges ``[(start, stop), ...]`` the lazy sample reads, given the time chunking.
 
-    The first, middle and last time chunks (fewer when there are fewer), at most
-    :data:`SAMPLE_FRAMES_PER_BLOCK` frames from the start of each.
+    The first, last and middle time chunks (fewer when there are fewer), at most
+    :data:`SAMPLE_FRAMES_PER_BLOCK` frames from the start of each; when frames are wide
+    (``frame_bytes``, the bytes of one frame of every unit), only as many of them, in that order,
+    as fit in :data:`SAMPLE_MAX_BYTES`, and always the first.
 
     Examples
     --------
     >>> sample_blocks((256,) * 30 + (199,))
     [(0, 256), (3840, 4096), (7680, 7879)]
+    >>> sample_blocks((256,) * 30 + (199,), frame_bytes=71_721 * 4)  # ZAPBench's width: first and last
+    [(0, 256), (7680, 7879)]
     >>> sample_blocks((1000,))
     [(0, 256)]
     """
     starts = np.concatenate([[0], np.cumsum(time_chunks)]).astype(int)
     n = len(time_chunks)
-    picks = sorted({0, n // 2, n - 1}) if n else []
-    return [(int(starts[i]), int(min(starts[i + 1], starts[i] + SAMPLE_FRAMES_PER_BLOCK))) for i in picks]
+    picks: list[int] = []
+    used = 0
+    for i in (0, n - 1, n // 2) if n else ():
+        if i in picks:
+            continue
+        block = (int(min(starts[i + 1], starts[i] + SAMPLE_FRAMES_PER_BLOCK)) - int(starts[i])) * int(frame_bytes)
+        if picks and used + block > SAMPLE_MAX_BYTES:
+            break
+        picks.append(i)
+        used += block
+    return [(int(starts[i]), int(min(starts[i + 1], starts[i] + SAMPLE_FRAMES_PER_BLOCK))) for i in sorted(picks)]
 
 
 def _piece_edges(size: int, chunks: tuple[int, ...], storage: int | None, max_len: int) -> list[tuple[int, int]]:
@@ -314,8 +330,8 @@ def activity_sample(act: xr.DataArray) -> dict[str, Any]:
     """Statistics of the bounded sample of a lazy ``activity`` that :func:`validate` and
     :func:`summarize` use (read once per Dask array, then remembered).
 
-    The sample is every unit over the frames of :func:`sample_blocks` (first, middle and last time
-    chunks), read piece by piece (a storage chunk at a time when the store's chunks are known), so
+    The sample is every unit over the frames of :func:`sample_blocks` (first, last and middle time
+    chunks, at most 256 frames each and 160 MiB in all), read piece by piece (a storage chunk at a time when the store's chunks are known), so
     that memory stays at a few chunks.
 
     Parameters
@@ -338,8 +354,8 @@ def activity_sample(act: xr.DataArray) -> dict[str, Any]:
     t_chunks, u_chunks = act.chunks
     storage = act.encoding.get("preferred_chunks") or {}
     s_unit = storage.get("unit") if isinstance(storage, dict) else None
-    blocks = sample_blocks(tuple(t_chunks))
     itemsize = max(1, int(np.dtype(act.dtype).itemsize))
+    blocks = sample_blocks(tuple(t_chunks), frame_bytes=n_unit * itemsize)
     nan_per_frame: list[np.ndarray] = []
     unit_all_nan = np.ones(n_unit, dtype=bool)
     first_inf: tuple[int, int] | None = None
@@ -591,7 +607,7 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
     For a lazy (Dask-backed) ``activity`` nothing beyond :func:`activity_sample` is read:
     ``nan_fraction`` is that of the sample, and two more fields say so: ``activity_checked``
     (e.g. ``"sample of 768 of 7879 frames"``) and ``activity_sample_frames`` (the frame ranges
-    ``[[start, stop], ...]``: first, middle and last time chunks). In-memory recordings are
+    ``[[start, stop], ...]``: see :func:`sample_blocks`). In-memory recordings are
     summarised from every value and have neither field.
     """
     regions, counts = np.unique(np.asarray(ds["region"].values).astype(str), return_counts=True)
