@@ -479,3 +479,18 @@ def test_info_says_what_was_checked(stores, capsys, monkeypatch):
     assert main(["info", "--json", str(stores["v2"])]) == 0
     s = json.loads(capsys.readouterr().out)["sessions"]["zebrafish/big"]
     assert s["activity_checked"] == "sample of 512 of 2000 frames" and s["n_unit"] == U
+
+
+def test_open_corpus_on_a_folder_passes_load_and_data_dir(tmp_path, traces, rec):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _bare(folder / "traces.zarr", traces)
+    (folder / "traces.zarr.pocoviz.json").write_text(json.dumps({"species": "zebrafish", "session": "zap", "positions": "meta/pos.npy"}))
+    (folder / "meta").mkdir()  # a folder that is not a recording: skipped by open_corpus
+    np.save(folder / "meta" / "pos.npy", np.zeros((70, 2)))
+    rec.isel(time=slice(0, 100), unit=slice(0, 20)).to_netcdf(folder / "small.nc", engine="h5netcdf")
+    sessions = corpus_sessions(open_corpus("data", data_dir=tmp_path, load=False))
+    assert sorted(sessions) == ["zebrafish/big", "zebrafish/zap"]
+    assert all(is_lazy(ds) for ds in sessions.values())
+    assert sessions["zebrafish/zap"].x.shape == (70,)
+    assert not any(is_lazy(ds) for ds in corpus_sessions(open_corpus(folder)).values())

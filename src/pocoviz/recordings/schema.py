@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,7 @@ def validate(ds: xr.Dataset, *, path: str | os.PathLike | None = None) -> xr.Dat
 
 _SAMPLE_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
 _SAMPLE_CACHE_SIZE = 32
+_SAMPLE_LOCK = threading.Lock()
 
 
 def sample_blocks(time_chunks: tuple[int, ...], frame_bytes: int = 0) -> list[tuple[int, int]]:
@@ -347,7 +349,8 @@ def activity_sample(act: xr.DataArray) -> dict[str, Any]:
     """
     data = act.data
     key = (getattr(data, "name", None) or id(data), tuple(act.shape), str(act.dtype))
-    hit = _SAMPLE_CACHE.get(key)
+    with _SAMPLE_LOCK:
+        hit = _SAMPLE_CACHE.get(key)
     if hit is not None:
         return hit
     n_time, n_unit = (int(s) for s in act.shape)
@@ -385,9 +388,10 @@ def activity_sample(act: xr.DataArray) -> dict[str, Any]:
         "all_nan_frames": frames[per_frame == n_unit].tolist(),
         "sample_all_nan_units": np.flatnonzero(unit_all_nan).tolist() if len(frames) else [],
     }
-    if len(_SAMPLE_CACHE) >= _SAMPLE_CACHE_SIZE:
-        _SAMPLE_CACHE.pop(next(iter(_SAMPLE_CACHE)))
-    _SAMPLE_CACHE[key] = out
+    with _SAMPLE_LOCK:
+        while len(_SAMPLE_CACHE) >= _SAMPLE_CACHE_SIZE:
+            _SAMPLE_CACHE.pop(next(iter(_SAMPLE_CACHE)))
+        _SAMPLE_CACHE[key] = out
     return out
 
 
