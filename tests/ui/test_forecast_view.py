@@ -147,3 +147,37 @@ def test_link_notice_and_errors_are_shown(view):
     ctl.source = "good.nc"
     view.render()
     assert not view.alert.visible
+
+
+def test_a_lazy_recording_raster_reads_the_viewport_window_only(ui_data_dir, tmp_path, monkeypatch):
+    """A Dask-backed recording: the raster's image is the pyramid window under the viewport (at most
+    about twice the viewport cells along each axis), with its bounds in seconds × display rows."""
+    from pocoviz.controllers.forecast import VIEWPORT_CELLS
+    from pocoviz.recordings import make_recording
+
+    monkeypatch.setenv("POCOVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    ds = make_recording(rng.standard_normal((3000, 2000)).astype(np.float32), sampling_rate_hz=2.0, species="fish", session="big",
+                        units="z-score", region=["a"] * 700 + ["b"] * 1300)  # fmt: skip
+    ds.chunk({"time": 256, "unit": 512}).to_zarr(tmp_path / "big.zarr", zarr_format=3)
+    lazy = xr.open_zarr(tmp_path / "big.zarr")
+    v = ForecastView(str(ui_data_dir))
+    try:
+        ctl = v.controller
+        ctl.models = []
+        ctl._sessions = {"fish/big": lazy}
+        ctl.param.session.objects = ["fish/big"]
+        ctl.session = "fish/big"
+        snap = v.render()
+        assert ctl.recording.lazy and snap.raster.window is not None
+        whole = v._image(("window", snap.raster.window, snap.raster.key))
+        rows, cols = whole.data.shape
+        assert rows <= 2 * VIEWPORT_CELLS[1] and cols <= 2 * VIEWPORT_CELLS[0]
+        assert whole.bounds.lbrt() == pytest.approx((-0.25, -0.5, 1499.75, 1999.5), abs=2.0)
+        zoom = v._image(("window", snap.raster.window, snap.raster.key), x_range=(100.0, 110.0), y_range=(50.0, 90.0))
+        left, bottom, right, top = zoom.bounds.lbrt()
+        assert left <= 100.0 and right >= 110.0 and right - left < 30 and bottom <= 50 and top >= 90 and top - bottom < 100
+        # level 0 under this viewport: the recorded cells, rows from 50 (frame 200 = 100 s at 2 Hz)
+        np.testing.assert_allclose(zoom.data[::-1][:40, :4], lazy["activity"].values[200:204, 50:90].T, atol=1e-6)
+    finally:
+        v.close()

@@ -43,8 +43,8 @@ from .base import Controller
 from .cache import LRUCache
 from .jobs import Job
 from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, list_models, model_path
-from .recordings import PreparedSession, duplicate_labels, prepare_session, unit_name
-from .sources import DEMO_KEY, SOURCE_CACHE, list_sources
+from .recordings import PreparedSession, duplicate_labels, load_sessions, prepare_session, unit_name
+from .sources import DEMO_KEY, list_sources
 from .units import (
     duplicate_note,
     label_options,
@@ -86,6 +86,8 @@ EXPORT_SCOPES = {"units on screen": "shown", "all units": "all"}
 MAX_EXPORT_BYTES = 64 * 2**20
 #: cells of the raster overview of a lazily opened recording (frames × rows at most about twice these)
 LAZY_RASTER_CELLS = (1600, 800)
+#: cells (frames × rows) of the window read for the viewport of a lazily opened recording's raster
+VIEWPORT_CELLS = (800, 400)
 
 
 @dataclass
@@ -214,6 +216,23 @@ def _prepare_lazy(key: tuple, source: str, name: str, ds: xr.Dataset, labels: np
     return Recording(source, name, prep, None, key, ids, labels, src=src, identity=identity)
 
 
+def viewport_window(source: Any, dt: float, x_range: tuple | None, y_range: tuple | None,
+                    max_cols: int = VIEWPORT_CELLS[0], max_rows: int = VIEWPORT_CELLS[1]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The raster's cells under a viewport (``x_range`` in seconds, ``y_range`` in display rows;
+    None: the whole recording) from a :class:`~pocoviz.recordings.rasterwindow.RasterSource`, and
+    their bounds (frame f centred on f·dt, row r centred on r)."""  # fmt: skip
+    n_time, n_unit = source.shape
+
+    def ok(r: tuple | None) -> bool:
+        return r is not None and all(v is not None and np.isfinite(v) for v in r) and r[1] != r[0]
+
+    t0, t1 = (0.0, n_time) if not ok(x_range) else (min(x_range) / dt + 0.5, max(x_range) / dt + 0.5)
+    u0, u1 = (0.0, n_unit) if not ok(y_range) else (min(y_range) + 0.5, max(y_range) + 0.5)
+    win = source.window(t0, t1, u0, u1, max_cols=max_cols, max_rows=max_rows, reduce="mean")
+    f0, r0, f1, r1 = win.bounds
+    return np.asarray(win.values, dtype=np.float32), ((f0 - 0.5) * dt, r0 - 0.5, (f1 - 0.5) * dt, r1 - 0.5)
+
+
 def _make_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> Any:
     """The forecasts of ``model`` on ``rec``: in RAM for a recording in memory, in the disk cache
     (shared by every session and server process) for a lazily opened one."""
@@ -330,6 +349,9 @@ class RasterView:
     time_label: str
     rows: np.ndarray | None = None  # each image row's centre in display rows (default 0, 1, ...)
     frame_time: np.ndarray | None = None  # each frame's time (s), when columns are not frames
+    #: a lazily opened recording: ``window(x_range, y_range) -> (cells, (x0, y0, x1, y1))`` reads
+    #: the pyramid level and window the viewport needs (seconds × display rows; None: everything)
+    window: Any = None
 
     @property
     def frame_times(self) -> np.ndarray:
@@ -483,7 +505,7 @@ class ForecastController(Controller):
         """Open the chosen corpus or file (cached per process); on failure the error is shown and
         the recording being played stays."""
         try:
-            sessions = SOURCE_CACHE.load(self.source, self.data_dir)
+            sessions = load_sessions(self.source, self.data_dir)  # chunked stores open lazily
         except RecordingError as exc:
             self._set_error("source", f"Cannot open this recording. {exc}")
             return
@@ -1095,7 +1117,8 @@ class ForecastController(Controller):
         from pocoviz.recordings.rasterwindow import RasterSource
 
         cols, rows = LAZY_RASTER_CELLS
-        win = RasterSource(rec.ds).window(0, rec.T, 0, rec.U, max_cols=cols, max_rows=rows, reduce="mean")
+        source = RasterSource(rec.ds)
+        win = source.window(0, rec.T, 0, rec.U, max_cols=cols, max_rows=rows, reduce="mean")
         img = np.asarray(win.values, dtype=np.float32)
         finite = img[np.isfinite(img)]
         if rec.ds["activity"].attrs.get("units") == "z-score" or not finite.size:
@@ -1113,6 +1136,7 @@ class ForecastController(Controller):
             row_ids=tuple(int(i) for i in rec.ids), row_names=tuple(str(lab) or "–" for lab in rec.labels),
             row_regions=tuple(str(r) for r in rec.regions), time_label=rec.prep.time_label,
             rows=win.row0 + win.row_step * (np.arange(n_rows) + 0.5) - 0.5, frame_time=rec.time,
+            window=lambda x_range, y_range: viewport_window(source, rec.dt, x_range, y_range),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ export

@@ -195,8 +195,11 @@ class ForecastView(TabView):
             return
         self._hover_rows = {"ids": list(r.row_ids), "names": list(r.row_names), "regions": list(r.row_regions)}
         self._raster_range.event(x_range=None, y_range=None)
-        rows = np.arange(len(r.row_ids), dtype=float) if r.rows is None else np.asarray(r.rows, dtype=float)
-        self._raster_pipe.send((r.time, rows, r.image))
+        if r.window is not None:  # a lazily opened recording: the viewport's window of its pyramid
+            self._raster_pipe.send(("window", r.window, r.key))
+        else:
+            rows = np.arange(len(r.row_ids), dtype=float) if r.rows is None else np.asarray(r.rows, dtype=float)
+            self._raster_pipe.send((r.time, rows, r.image))
         with param.parameterized.batch_call_watchers(self):
             self._clim = r.clim
             self._raster_title = r.title
@@ -327,8 +330,8 @@ class ForecastView(TabView):
 
         # -- raster: Datashader, built once, fed by a Pipe; cursor and horizon drawn by a hook
         self._raster_pipe = hv.streams.Pipe(data=None)
-        image = hv.DynamicMap(self._image, streams=[self._raster_pipe])
         self._raster_range = hv.streams.RangeXY()
+        image = hv.DynamicMap(self._image, streams=[self._raster_pipe, self._raster_range])
         raster = rasterize(image, precompute=True, streams=[self._raster_range]).opts(
             cmap="RdBu_r", colorbar=True, responsive=True, height=RASTER_HEIGHT, invert_yaxis=True, tools=["tap"],
             ylabel="unit (sorted by region)", xlabel="time (s)", toolbar="above", framewise=True, padding=0,
@@ -350,12 +353,19 @@ class ForecastView(TabView):
                                     css_classes=["pocoviz-forecast-notice"])  # fmt: skip
         self.spinner = quiet_spinner(value=False, visible=False, size=20, margin=(8, 10), css_classes=["pocoviz-forecast-busy"])
 
-    @staticmethod
-    def _image(data: tuple | None) -> hv.Image:
-        if data is None:
-            data = (np.arange(2.0), np.arange(2.0), np.zeros((2, 2), np.float32))
-        return hv.Image(data, kdims=[hv.Dimension("time_s", label="time (s)"), hv.Dimension("row", label="unit")],
-                        vdims=[hv.Dimension("activity")])  # fmt: skip
+    def _image(self, data: tuple | None, x_range: tuple | None = None, y_range: tuple | None = None) -> hv.Image:
+        kdims, vdims = [hv.Dimension("time_s", label="time (s)"), hv.Dimension("row", label="unit")], [hv.Dimension("activity")]
+        if data is not None and len(data) == 3 and isinstance(data[0], str) and data[0] == "window":
+            # only the pyramid level and window under the viewport are read (Datashader then fits it to the pixels)
+            values, bounds = data[1](x_range, y_range)
+            # hv.Image's first array row is its top (largest y); the y axis is inverted on screen
+            return hv.Image(np.flipud(values), bounds=bounds, kdims=kdims, vdims=vdims)
+        memo = getattr(self, "_image_memo", None)
+        if memo is not None and memo[0] is data:  # a pan of an in-memory raster: the same image (Datashader re-fits it)
+            return memo[1]
+        image = hv.Image(data if data is not None else (np.arange(2.0), np.arange(2.0), np.zeros((2, 2), np.float32)), kdims=kdims, vdims=vdims)
+        self._image_memo = (data, image)
+        return image
 
     def _raster_hook(self, plot: Any, element: Any) -> None:
         fig = plot.state
