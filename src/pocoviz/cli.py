@@ -1,4 +1,4 @@
-"""The ``pocoviz`` command: serve, import, info, train, evaluate, finetune, bench, make-assets."""
+"""The ``pocoviz`` command: serve, import, synth, info, train, evaluate, finetune, bench, make-assets."""
 
 from __future__ import annotations
 
@@ -42,14 +42,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory_cap(text: str) -> int:
+    """``--memory-cap`` values ("1GB", "512MB", a number of bytes) for argparse."""
+    from pocoviz.recordings.chunked import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _progress(label: str):
+    """A progress callback printing ``label: done/total`` on stderr at most every 5%."""
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct // 5 != last[0] // 5 or done == total:
+            last[0] = pct
+            print(f"{label}: {done}/{total} frames ({pct}%)", file=sys.stderr, flush=True)
+
+    return report
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    """Convert any supported recording to a pocoviz netCDF file."""
+    """Convert any supported recording to a pocoviz netCDF file, or to a chunked Zarr store (DEST.zarr)."""
     from pocoviz.recordings import RecordingError, open_recording, save_recording
 
     src, dest = Path(args.src), Path(args.dest)
-    if dest.suffix not in (".nc", ".nc4"):
-        return _err(f"{dest}: the destination must end in .nc")
-    if dest.exists() and not args.overwrite:
+    chunked = dest.suffix == ".zarr"
+    if dest.suffix not in (".nc", ".nc4") and not chunked:
+        return _err(f"{dest}: the destination must end in .nc (one file) or .zarr (chunked, for recordings larger than memory)")
+    if (dest.exists() or dest.is_symlink()) and not args.overwrite:
         return _err(f"{dest} exists; pass --overwrite to replace it")
     if not dest.parent.is_dir():
         return _err(f"{dest}: the folder {dest.parent} does not exist")
@@ -58,6 +82,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.sampling_rate is not None:
         kwargs["sampling_rate_hz"] = args.sampling_rate
+    if chunked:
+        from pocoviz.recordings.chunked import write_chunked
+
+        attrs = {k: v for k, v in (("species", args.species), ("session", args.session)) if v}
+        try:
+            info = write_chunked(
+                src, dest, memory_cap_bytes=args.memory_cap, overwrite=args.overwrite, pyramid=not args.no_pyramid,
+                attrs=attrs, reader_kwargs=kwargs, progress=_progress(f"importing {src.name}"),
+            )
+        except RecordingError as exc:
+            return _err(str(exc))
+        print(
+            f"wrote {dest}: {info['units']} units × {info['frames']} frames ({info['species']}, {info['session']}), "
+            f"chunked, {info['pyramid_levels']} pyramid levels, {info['seconds']:.1f} s"
+        )
+        return 0
     try:
         ds = open_recording(src, **kwargs)
         if args.species:
@@ -71,8 +111,36 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic region-structured whole-brain recording (a chunked Zarr store)."""
+    from pocoviz.recordings import RecordingError
+    from pocoviz.recordings.wholebrain import write_wholebrain
+
+    dest = Path(args.dest)
+    if dest.suffix != ".zarr":
+        return _err(f"{dest}: the destination must end in .zarr")
+    if args.units < 1 or args.frames < 2:
+        return _err(f"needs at least 1 unit and 2 frames, got --units {args.units} --frames {args.frames}")
+    if not args.rate > 0:
+        return _err(f"--rate must be positive, got {args.rate}")
+    try:
+        info = write_wholebrain(
+            dest, units=args.units, frames=args.frames, seed=args.seed, rate_hz=args.rate,
+            memory_cap_bytes=args.memory_cap, overwrite=args.overwrite, pyramid=not args.no_pyramid,
+            progress=None if args.quiet else _progress("synth"),
+        )
+    except RecordingError as exc:
+        return _err(str(exc))
+    print(f"wrote {dest}: {info['units']} units × {info['frames']} frames (seed {info['seed']}), "
+          f"{info['pyramid_levels']} pyramid levels, {info['seconds']:.1f} s")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    """Summarise a recording or corpus."""
+    """Summarise a recording or corpus.
+
+    Large netCDF/Zarr recordings open lazily: only metadata and a sample of ``activity`` (first,
+    last and middle time chunks) are read, and the output says which frames were checked."""
     from pocoviz.assets import demo_corpus_path
     from pocoviz.recordings import RecordingError, corpus_sessions, open_corpus, summarize
 
@@ -97,6 +165,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"positions: {','.join(s['has_positions']) or 'none'}"
         )
         print(f"    regions: {regions}")
+        if s.get("activity_checked"):  # a lazy (large, chunked) recording: only a sample of activity was read
+            frames = ", ".join(f"{a}-{b}" for a, b in s.get("activity_sample_frames", []))
+            print(f"    activity checked: {s['activity_checked']} (frames {frames}; NaN fraction {s['nan_fraction']:.3g} in the sample)")
     return 0
 
 
@@ -117,6 +188,8 @@ def _train_config(args: argparse.Namespace, recipe_name: str, **fixed: Any):
     over = {
         "steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every, "patience": args.patience,
         "max_units": args.max_units, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "progress": not args.quiet,
+        "workers": getattr(args, "workers", None),
+        "cache_bytes": None if getattr(args, "cache_mb", None) is None else int(args.cache_mb * 2**20),
     }  # fmt: skip
     over.update(fixed)
     return recipe(recipe_name, **over)
@@ -156,6 +229,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe_name = auto_recipe(corpus) if args.recipe == "auto" else args.recipe
         if not args.json:
             print(f"recipe: {recipe_name}", flush=True)
+            if corpus.lazy or (args.workers or 0) > 0:
+                lazy = sum(ds["activity"].chunks is not None for ds in corpus.recordings.values())
+                print(
+                    f"training windows stream from storage ({lazy} of {len(corpus.recordings)} recordings chunked, never loaded whole; "
+                    f"{args.workers or 0} worker processes)",
+                    flush=True,
+                )
         model_kw = {**model_overrides(recipe_name, args.kind), **(json.loads(args.config) if args.config else {})}
         cfg = _train_config(args, recipe_name)
         warm = warm_start_for(recipe_name, args.kind) if args.warm_start == "auto" else args.warm_start
@@ -244,6 +324,11 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps_default: int | None 
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (3e-4)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="worker processes that read training windows (default 0; chunked recordings always stream, the same batches for any N)",
+    )  # fmt: skip
+    p.add_argument("--cache-mb", type=float, default=None, help="band cache of chunked recordings per process, MiB (512)")
     p.add_argument("--val-stride", type=int, default=1, help="stride of validation windows (larger is cheaper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU when present)")
     p.add_argument("--data-dir", default=None, help="refuse data paths outside this folder")
@@ -411,14 +496,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("import", help="convert a recording to pocoviz netCDF")
+    p = sub.add_parser("import", help="convert a recording to pocoviz netCDF, or to a chunked Zarr store (DEST.zarr)")
     p.add_argument("src", help="a recording in any supported format (NWB, Flavell HDF5, MATLAB, NumPy, suite2p, netCDF, Zarr)")
-    p.add_argument("dest", help="the netCDF file to write")
+    p.add_argument("dest", help="the netCDF file (.nc) or chunked store (.zarr) to write")
     p.add_argument("--sampling-rate", type=float, default=None, help="frames per second, when the file lacks it")
     p.add_argument("--species", default=None, help="species, when the file does not say")
     p.add_argument("--session", default=None, help="session name (default: from the file name)")
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--memory-cap", type=_memory_cap, default="1GB", metavar="SIZE",
+                   help="working memory for a chunked import (DEST.zarr), e.g. 512MB, 2GB (1GB)")
+    p.add_argument("--no-pyramid", action="store_true", help="chunked import without the multi-resolution pyramid")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("synth", help="write a synthetic whole-brain recording (chunked Zarr, ZAPBench's size by default)")
+    p.add_argument("dest", help="the .zarr store to write")
+    p.add_argument("--units", type=int, default=71721, help="units (71721, ZAPBench's larval zebrafish)")
+    p.add_argument("--frames", type=int, default=7879, help="frames (7879)")
+    p.add_argument("--seed", type=int, default=0, help="seed: the values depend on it (and on the size) only (0)")
+    p.add_argument("--rate", type=float, default=1.0, help="frames per second (1.0)")
+    p.add_argument("--memory-cap", type=_memory_cap, default="1GB", metavar="SIZE", help="working memory, e.g. 512MB (1GB)")
+    p.add_argument("--no-pyramid", action="store_true", help="skip the multi-resolution pyramid")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("info", help="summarise a recording or corpus")
     p.add_argument("path", help="a recording, a corpus, a folder of recordings, or 'demo'")
