@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ DEFAULT_LAZY_BYTES = 256 * 2**20
 SAMPLE_FRAMES_PER_BLOCK = 256
 #: The lazy sample is read in pieces of at most this many bytes (a storage chunk when smaller).
 SAMPLE_PIECE_BYTES = 4 * 2**20
+#: Pieces of the lazy sample read at once.
+SAMPLE_THREADS = 2
 #: The lazy sample holds at most this many bytes of activity (but always the first time chunk):
 #: first, last and middle time chunks, in that order, as many as fit.
 SAMPLE_MAX_BYTES = 160 * 2**20
@@ -359,24 +362,33 @@ def activity_sample(act: xr.DataArray) -> dict[str, Any]:
     s_unit = storage.get("unit") if isinstance(storage, dict) else None
     itemsize = max(1, int(np.dtype(act.dtype).itemsize))
     blocks = sample_blocks(tuple(t_chunks), frame_bytes=n_unit * itemsize)
-    nan_per_frame: list[np.ndarray] = []
+    pieces = [
+        (b, t0, t1, u0, u1)
+        for b, (t0, t1) in enumerate(blocks)
+        for u0, u1 in _piece_edges(n_unit, tuple(u_chunks), s_unit, max(1, SAMPLE_PIECE_BYTES // (max(1, t1 - t0) * itemsize)))
+    ]
+
+    def read(piece: tuple[int, int, int, int, int]) -> tuple[Any, ...]:
+        b, t0, t1, u0, u1 = piece
+        block = np.asarray(data[t0:t1, u0:u1].compute(scheduler="sync"))
+        inf = np.isinf(block)
+        where = None
+        if inf.any():
+            f, j = np.argwhere(inf)[0]
+            where = (t0 + int(f), u0 + int(j))
+        nan = np.isnan(block)
+        return b, u0, u1, where, nan.sum(axis=1), nan.all(axis=0)
+
+    nan_per_frame = [np.zeros(t1 - t0, dtype=np.int64) for t0, t1 in blocks]
     unit_all_nan = np.ones(n_unit, dtype=bool)
     first_inf: tuple[int, int] | None = None
-    for t0, t1 in blocks:
-        rows = max(1, t1 - t0)
-        max_len = max(1, SAMPLE_PIECE_BYTES // (rows * itemsize))
-        frame_nans = np.zeros(t1 - t0, dtype=np.int64)
-        for u0, u1 in _piece_edges(n_unit, tuple(u_chunks), s_unit, max_len):
-            block = np.asarray(data[t0:t1, u0:u1].compute(scheduler="sync"))
-            if first_inf is None:
-                inf = np.isinf(block)
-                if inf.any():
-                    f, j = np.argwhere(inf)[0]
-                    first_inf = (t0 + int(f), u0 + int(j))
-            nan = np.isnan(block)
-            frame_nans += nan.sum(axis=1)
-            unit_all_nan[u0:u1] &= nan.all(axis=0)
-        nan_per_frame.append(frame_nans)
+    # two pieces at a time: decoding runs on both cores while memory stays at two storage chunks
+    with ThreadPoolExecutor(max_workers=SAMPLE_THREADS) as pool:
+        for b, u0, u1, where, frame_nans, all_nan in pool.map(read, pieces):
+            if first_inf is None and where is not None:
+                first_inf = where
+            nan_per_frame[b] += frame_nans
+            unit_all_nan[u0:u1] &= all_nan
     per_frame = np.concatenate(nan_per_frame) if nan_per_frame else np.zeros(0, dtype=np.int64)
     frames = np.concatenate([np.arange(a, b) for a, b in blocks]) if blocks else np.zeros(0, dtype=int)
     out = {
