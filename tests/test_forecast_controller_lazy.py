@@ -92,6 +92,10 @@ def test_lazy_recording_is_read_in_slabs_and_its_forecasts_go_to_disk(data_dir, 
     try:
         rec = ctl.recording
         assert rec.lazy and rec.activity is None and rec.identity["path"].endswith("fish.zarr")
+        # dF/F: the z-scoring statistics take one chunked pass in the background; meanwhile no traces
+        wait_for(lambda: rec.src.stats_ready(), ctl, what="the z-scoring statistics")
+        assert (cache / "stats").is_dir()  # kept for the next opening
+        wait_for(lambda: len(ctl.snapshot().lines["layer"]) == 8, ctl, what="the traces")
         snap = ctl.snapshot()  # raster, layout and lines before any forecast
         assert snap.raster is not None and snap.raster.image.shape[0] <= U and snap.raster.rows is not None
         assert rec.src.reads <= 2  # the traces' frames: one or two row blocks, not the recording
@@ -102,7 +106,6 @@ def test_lazy_recording_is_read_in_slabs_and_its_forecasts_go_to_disk(data_dir, 
         for run in ctl.runs:
             assert type(run.forecast).__name__ == "DiskForecast" and run.forecast.path.is_relative_to(cache)
             assert run.forecast.fraction_done == 1.0
-        assert (cache / "stats").is_dir()  # the z-scoring statistics, for the next opening
     finally:
         ctl.close()
 

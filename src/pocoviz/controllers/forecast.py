@@ -541,7 +541,18 @@ class ForecastController(Controller):
             if self.select_by == "label" and not options:
                 self.select_by = "region"
         self._metrics_cache = None
+        if rec.lazy and not rec.src.stats_ready():  # one pass over the recording, off the event loop
+            self.jobs.start("stats", lambda job, rec=rec: self._stats_job(job, rec), on_done=self._failed)
         self._start_runs()
+
+    def _stats_job(self, job: Job, rec: Recording) -> None:
+        """The z-scoring statistics of a lazily opened recording (kept in the cache folder)."""
+        from pocoviz.backend import configure_threads
+
+        configure_threads()
+        rec.src.stats(check=job.check)
+        self._layout_cache = None
+        self.changed()
 
     def window(self) -> tuple[int, int]:
         """(C, P): the longest context and horizon among the chosen models (from their cards)."""
@@ -652,6 +663,8 @@ class ForecastController(Controller):
         from pocoviz.backend import configure_threads
 
         configure_threads()  # one torch thread on 2 cores: the other stays with the web server
+        if rec.lazy:
+            rec.src.stats(check=job.check)  # the z-scoring statistics first (at once when kept on disk)
         for run in runs:
             if run.state == "loading":
                 job.check()
@@ -958,6 +971,8 @@ class ForecastController(Controller):
         return ""
 
     def _layout(self, rec: Recording, units: list[int], C: int, P: int) -> TracesLayout:
+        if rec.lazy and not rec.src.stats_ready():
+            units = []  # no frames before the z-scoring statistics (computed in the background)
         key = (rec.key, tuple(units), C, P)
         if self._layout_cache is None or self._layout_cache[0] != key:
             self._layout_cache = (key, self._make_layout(rec, units, C, P))
@@ -976,11 +991,12 @@ class ForecastController(Controller):
         step = 0.75 * spread
         offsets = tuple(-k * step for k in range(len(units)))
         pad = 0.05 * spread
-        title = (
-            f"{rec.name}: {len(units)} unit(s), z-scored; solid = last {C} frames, dashed = next {P} recorded, colours = forecasts"
-            if units
-            else "select units to show traces"
-        )
+        if units:
+            title = f"{rec.name}: {len(units)} unit(s), z-scored; solid = last {C} frames, dashed = next {P} recorded, colours = forecasts"
+        elif rec.lazy and not rec.src.stats_ready():
+            title = f"{rec.name}: computing each unit's mean and SD for z-scoring (one pass over {rec.U} units × {rec.T} frames) …"
+        else:
+            title = "select units to show traces"
         return TracesLayout(
             units=tuple(units), names=tuple(str(rec.names[u]) for u in units), offsets=offsets,
             x_range=(-(C + 0.5) * dt, (P + 1.5) * dt), y_range=((offsets[-1] if offsets else 0) + lo - pad, hi + pad),
@@ -989,6 +1005,7 @@ class ForecastController(Controller):
 
     def _lines(self, rec: Recording, runs: list[ModelRun], units: list[int], layout: TracesLayout, t: int, C: int, P: int) -> dict[str, list]:
         rows = _empty_lines()
+        units = list(layout.units)  # none while a lazy recording's statistics are being computed
         n = len(units)
         if not n:
             return rows

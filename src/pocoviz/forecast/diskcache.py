@@ -237,15 +237,18 @@ class ArrayActivity:
         return self.array[t0:t1][:, np.asarray(units, dtype=np.int64)]
 
 
-def chunked_stats(data: Any, rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def chunked_stats(data: Any, rows: int = 256, check: Callable[[], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit NaN-aware mean and population SD (float64) of a (T, U) array read ``rows``
     frames at a time (any array that slices to numpy, or a Dask array), combined with Chan's
-    pairwise update: the numbers of ``np.nanmean``/``np.nanstd`` over the whole array."""
+    pairwise update: the numbers of ``np.nanmean``/``np.nanstd`` over the whole array.
+    ``check`` is called before each block (it may raise to abandon the pass)."""
     T, U = (int(n) for n in data.shape)
     n = np.zeros(U)
     mean = np.zeros(U)
     m2 = np.zeros(U)
     for t0 in range(0, T, rows):
+        if check is not None:
+            check()
         x = np.asarray(_compute(data[t0 : min(T, t0 + rows)]), dtype=np.float64)
         ok = np.isfinite(x)
         nb = ok.sum(0).astype(np.float64)
@@ -305,9 +308,15 @@ class ChunkedActivity:
         self._stats: tuple[np.ndarray, np.ndarray] | None = None
         self.reads = 0  # row blocks read from storage (for tests and the bench)
 
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+    def stats_ready(self) -> bool:
+        """Whether frames can be read without the statistics' pass (z-scored data, or statistics
+        computed or kept on disk)."""
+        return self.zscored or self._stats is not None or (self.stats_path is not None and self.stats_path.is_file())
+
+    def stats(self, check: Callable[[], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, sd) float32 of each unit as :func:`~pocoviz.recordings.preprocess.zscore` applies
-        them (SD 1 where it is 0 or undefined)."""
+        them (SD 1 where it is 0 or undefined). The first call may read the whole recording once,
+        a row block at a time (``check`` is called before each, and may raise to abandon it)."""
         with self._lock:
             if self._stats is None:
                 got = None
@@ -320,7 +329,7 @@ class ChunkedActivity:
                     except Exception:
                         got = None  # unreadable: compute again
                 if got is None:
-                    got = chunked_stats(self.data, self.rows)
+                    got = chunked_stats(self.data, self.rows, check)
                     if self.stats_path is not None:
                         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
                         _atomic_npz(self.stats_path, mean=got[0], sd=got[1])
