@@ -45,13 +45,13 @@ from ..recordings.windows import ArrayActivity, BandCache, LazyActivity
 from .data import Batch, ForecastCorpus
 
 #: bytes of bands each process (the trainer, every worker) keeps by default
-DEFAULT_STREAM_CACHE_BYTES = 512 * 2**20
+DEFAULT_STREAM_CACHE_BYTES = 384 * 2**20
 #: blocks whose windows are shuffled together (the cache is sized to hold them)
 DEFAULT_MIX_BLOCKS = 2
 #: most bands in a block
 MAX_BLOCK_BANDS = 4
 #: most steps a worker builds in one run (bounds what waits in the DataLoader's queues)
-MAX_RUN_STEPS = 16
+MAX_RUN_STEPS = 8
 
 
 class _DatasetPlan:
@@ -230,31 +230,36 @@ class WindowStream:
         ``workers`` DataLoader processes (the same batches, in the same order).
 
         Close the iterator (or let it be collected) to stop the workers.
+        The workers start at once (call this early, while the process is small: each worker is a
+        fork of it) and read ahead ``prefetch_runs`` runs of :meth:`run_steps` steps each.
         """
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if workers == 0:
-            for k in itertools.count(start):
-                yield self.step(k)
-            return
+            return (self.step(k) for k in itertools.count(start))
         runs = _Runs(self, start, self.run_steps())
         # the loader's own generator: creating workers must not draw from the global torch RNG
         loader = DataLoader(
             runs, batch_size=None, num_workers=workers, prefetch_factor=max(1, prefetch_runs), persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed),
         )  # fmt: skip
-        it = iter(loader)
-        try:
-            for run in it:
-                for step in run:
-                    yield [Batch(*b) for b in step]
-        finally:
-            del it
+        return _from_runs(iter(loader))
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["cache"] = BandCache(self.cache.cap_bytes)
         return d
+
+
+def _from_runs(it: Iterator) -> Iterator[list[Batch]]:
+    try:
+        for run in it:
+            for step in run:
+                yield [Batch(*b) for b in step]
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 class _Runs(IterableDataset):

@@ -298,23 +298,24 @@ def train(
         go_on = callback(entry) if callback is not None else None
         return go_on is not False and not (cfg.patience is not None and bad >= cfg.patience)
 
-    if start == 0 and not result.history:
-        record(0, math.nan)
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model.kind}", unit="step", leave=False)
-    running = 0.0
-    n_running = 0
-    step = start
     max_units = cfg.max_units if model.supports_unit_subsets else None
     steps_iter = None
     if stream:
         ws = WindowStream(corpus, "train", batch_size=cfg.batch_size, max_units=max_units, seed=DATA_SEED_OFFSET + cfg.seed, cache_bytes=cfg.cache_bytes)
-        # batch k is a function of the seed and k: a resumed run continues with step `start`'s batches
+        # batch k is a function of the seed and k: a resumed run continues with step `start`'s batches.
+        # Workers start now, forks of a process that has not yet run a forward pass
         steps_iter = ws.iterate(start, workers=cfg.workers)
+    bar = None
+    running = 0.0
+    n_running = 0
+    step = start
     try:
+        if start == 0 and not result.history:
+            record(0, math.nan)
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model.kind}", unit="step", leave=False)
         while step < cfg.steps:
             model.train()
             td = time.perf_counter()
