@@ -494,3 +494,17 @@ def test_open_corpus_on_a_folder_passes_load_and_data_dir(tmp_path, traces, rec)
     assert all(is_lazy(ds) for ds in sessions.values())
     assert sessions["zebrafish/zap"].x.shape == (70,)
     assert not any(is_lazy(ds) for ds in corpus_sessions(open_corpus(folder)).values())
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_zipped_bare_array(tmp_path, traces, zarr_format):
+    store = zarr.storage.ZipStore(tmp_path / "traces.zip", mode="w")
+    zarr.create_array(store, data=traces, chunks=(64, 32), zarr_format=zarr_format)
+    store.close()
+    (tmp_path / "traces.zip.pocoviz.json").write_text(json.dumps({"sampling_rate_hz": 2.0}))
+    assert detect_format(tmp_path / "traces.zip") == "zarr-array"
+    for load in (False, True):
+        ds = open_recording(tmp_path / "traces.zip", load=load)
+        assert is_lazy(ds) is (not load) and ds.attrs["sampling_rate_hz"] == 2.0
+        np.testing.assert_array_equal(ds.activity.values, traces)
+        ds.close()
