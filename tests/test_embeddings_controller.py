@@ -243,3 +243,24 @@ def test_session_switch_drops_stale_results_and_close_joins_the_jobs():
     finally:
         c.close(timeout=60)
     assert not any(t.name.startswith("pocoviz-EmbeddingsController") for t in threading.enumerate())
+
+
+def test_a_box_selects_the_units_inside_it_in_the_layout_and_on_the_map(ctrl):
+    """Datashader images have no glyphs to pick: the controller resolves a box to units (issue 16)."""
+    ctrl.select([])
+    xy = ctrl.snapshot_layout()
+    assert xy is not None and len(xy) == ctrl.snapshot().table.sizes["unit"]
+    x_mid, y_mid = np.median(xy, axis=0)
+    ctrl.select_in_box(x_mid, y_mid, xy[:, 0].max(), xy[:, 1].max())  # corners in either order
+    expected = np.flatnonzero((xy[:, 0] >= x_mid) & (xy[:, 1] >= y_mid)).tolist()
+    assert ctrl.selected == expected and 0 < len(expected) < len(xy)
+    ctrl.select_in_box(xy[:, 0].max(), xy[:, 1].max(), x_mid, y_mid)
+    assert ctrl.selected == expected
+    ctrl.select_in_box(float("nan"), 0, 1, 1)  # a box that is not a box selects nothing
+    assert ctrl.selected == []
+    snap = ctrl.snapshot()
+    rows = snap.map_rows
+    x, y = snap.table["x"].values[rows], snap.table["y"].values[rows]
+    ctrl.select_on_map_box(float(np.median(x)), float(y.min()), float(x.max()), float(y.max()))
+    assert ctrl.selected == sorted(rows[x >= np.median(x)].tolist())
+    ctrl.select([])

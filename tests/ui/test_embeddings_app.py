@@ -156,3 +156,50 @@ def test_a_large_selection_is_a_highlight_not_a_black_block(app_url, page, scree
     colourful = ((inside.max(axis=2) - inside.min(axis=2)) > 60).mean()
     page.screenshot(path=screenshot_dir / "embeddings_selection.png")
     assert dark < 0.05 and colourful > 0.3, (dark, colourful)
+
+
+@pytest.fixture(scope="module")
+def shaded_url(tmp_path_factory, ui_data_dir):
+    """The app as users start it, told to draw with Datashader above 50 units (a worm session has 112)."""
+    import sys
+
+    from pocoviz.serving import free_port
+
+    from .conftest import APP, _serve, user_env
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness", "--args", "--data-dir", str(ui_data_dir)]  # fmt: skip
+    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", user_env(POCOVIZ_DATASHADE_ABOVE="50"))
+
+
+def test_a_box_on_the_datashader_images_selects_units(shaded_url, page, screenshot_dir):
+    """Issue 16: the layout and the map of many units are Datashader images (no glyph per unit),
+    and a box drawn on either still selects: the selected units are marked on both and their
+    traces drawn."""
+    page.goto(f"{shaded_url}?tab=2&emb_session=worm/worm0", wait_until="domcontentloaded")
+    expect(page.locator(".pocoviz-emb-info")).to_contain_text("112", timeout=90_000)
+    scatter = page.locator(".pocoviz-emb-scatter canvas").first
+    expect(scatter).to_be_visible(timeout=60_000)
+    page.wait_for_function(
+        "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+        " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.image !== undefined) return true; return false; }",
+        timeout=60_000,
+    )  # Datashader's image
+    page.wait_for_timeout(1500)
+    assert page.evaluate(SOURCES_JS).get("color,emb_x,emb_y", 0) == 0  # no glyph per unit
+    _box_select(page, scatter, 0.15, 0.85)
+    expect(page.locator(".pocoviz-emb-selection")).to_contain_text("selected", timeout=30_000)
+    page.wait_for_function(
+        "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+        " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.emb_x.length > 0) return true;"
+        " return false; }",
+        timeout=30_000,
+    )  # the selected units drawn on the image
+    sources = page.evaluate(SOURCES_JS)
+    marked = sources.get("color,emb_x,emb_y", 0)
+    assert 0 < marked < 112, sources
+    assert sources.get("color,pos_x,pos_y", 0) > 0, sources  # and on the (shaded) position map
+    traces = [n for k, n in sources.items() if k == "color,unit,xs,ys"]
+    assert traces and 0 < max(traces) <= 8, sources
+    page.screenshot(path=screenshot_dir / "embeddings_datashader_selection.png", full_page=True)

@@ -163,19 +163,54 @@ def test_all_sessions_map_draws_one_frame_with_a_note(view):
     assert not view.map_select.visible and not view.map_note.visible
 
 
-def test_large_sets_go_through_datashader(view, monkeypatch):
+def _shaded_parts(pane_object):
+    """The Datashader image, the selected units' glyphs and the box stream of a shaded figure."""
+    overlay = pane_object[()]
+    image = next(el for el in overlay if isinstance(el, hv.RGB))
+    marks = next(el for el in overlay if isinstance(el, hv.Points))
+    source = pane_object.callback.inputs[0]
+    boxes = [s for s in hv.streams.Stream.registry.get(source, []) if isinstance(s, hv.streams.BoundsXY)]
+    return image, marks, boxes
+
+
+def test_large_sets_go_through_datashader_and_a_box_selects(view, monkeypatch):
+    """Issue 16: above DATASHADE_ABOVE units the layout and the map are Datashader images; a box
+    drawn on either selects the units inside it (linked: marked on both, traces shown)."""
     import pocoviz.ui.embeddings as mod
 
+    c = view.controller
     monkeypatch.setattr(mod, "DATASHADE_ABOVE", 50)  # worm0 has 112 units
-    view.render(view.controller.snapshot())
-    view.controller.reducer = "pca"  # a new layout revision: redrawn
+    view.render(c.snapshot())
+    c.reducer = "pca"  # a new layout revision: redrawn
     assert view.scatter_pane.object is not view.scatter_figure
-    image = view.scatter_pane.object[()]  # the datashaded layout, aggregated once
+    image, marks, boxes = _shaded_parts(view.scatter_pane.object)
     alpha = np.asarray(image.dimension_values(image.vdims[-1], flat=False))
     assert isinstance(image, hv.RGB) and (alpha > 0).sum() > 50  # points drawn into the image
+    assert len(marks) == 0 and len(boxes) == 1
+    xy = c.snapshot().xy
+    left, bottom = xy.min(axis=0) - 1
+    right, top = np.median(xy, axis=0)
+    inside = np.flatnonzero((xy[:, 0] <= right) & (xy[:, 1] <= top))
+    assert 0 < len(inside) < len(xy)
+    boxes[0].event(bounds=(left, bottom, right, top))  # what the browser's box-select sends
+    assert c.selected == inside.tolist()
+    view.refresh()
+    image, marks, boxes = _shaded_parts(view.scatter_pane.object)
+    np.testing.assert_allclose(np.c_[marks["emb_x"], marks["emb_y"]], xy[inside])
+    # the map is shaded too, and shows the same selection; a box there selects by position
+    m_image, m_marks, m_boxes = _shaded_parts(view.map_pane.object)
+    snap = c.snapshot()
+    emb, rows = snap.table, snap.map_rows
+    on_map = rows[np.isin(rows, inside)]
+    np.testing.assert_allclose(np.sort(m_marks["pos_x"]), np.sort(emb["x"].values[on_map]))
+    pos = np.c_[emb["x"].values[rows], emb["y"].values[rows]]
+    x_mid = float(np.median(pos[:, 0]))
+    m_boxes[0].event(bounds=(x_mid, pos[:, 1].min() - 1, pos[:, 0].max() + 1, pos[:, 1].max() + 1))
+    assert c.selected == sorted(rows[pos[:, 0] >= x_mid].tolist())
+    c.select([])
     monkeypatch.setattr(mod, "DATASHADE_ABOVE", 20_000)
-    view.controller.reducer = "umap"
-    assert view.scatter_pane.object is view.scatter_figure
+    c.reducer = "umap"
+    assert view.scatter_pane.object is view.scatter_figure and view.map_pane.object is view.map_figure
 
 
 def test_session_embeddings_panel(view):

@@ -157,6 +157,16 @@ def parse_rows(text: str, n: int | None = None) -> list[int]:
     return sorted(set(rows))
 
 
+def _in_box(xy: np.ndarray, left: float, bottom: float, right: float, top: float) -> np.ndarray:
+    """Which points of ``xy`` (n, 2) lie in the box (corners in any order; non-finite bounds select nothing)."""
+    bounds = np.array([left, bottom, right, top], dtype=float)
+    if len(xy) == 0 or not np.isfinite(bounds).all():
+        return np.zeros(len(xy), dtype=bool)
+    x0, x1 = sorted((bounds[0], bounds[2]))
+    y0, y1 = sorted((bounds[1], bounds[3]))
+    return (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+
+
 def _clamp_selection(ctrl: EmbeddingsController, text: str) -> str:
     n = 0 if ctrl.table is None else ctrl.table.sizes["unit"]
     rows = parse_rows(text)
@@ -588,6 +598,32 @@ class EmbeddingsController(Controller):
         rows = self._map_rows()
         self.select([int(rows[i]) for i in indices if 0 <= int(i) < len(rows)])
 
+    def select_in_box(self, left: float, bottom: float, right: float, top: float) -> None:
+        """Select the units whose point in the layout shown lies in the box (a box drawn on a
+        Datashader image, which has no glyphs to pick: the selection is resolved here)."""
+        st = self._state
+        xy = None if st is None else self.snapshot_layout()
+        if xy is None:
+            return
+        self.select(np.flatnonzero(_in_box(xy, left, bottom, right, top)).tolist())
+
+    def select_on_map_box(self, left: float, bottom: float, right: float, top: float) -> None:
+        """Select the units of the position map (its coordinate frame) whose position lies in the box."""
+        st = self._state
+        if st is None:
+            return
+        rows = self._map_rows()
+        xy = np.column_stack([st.emb["x"].values[rows], st.emb["y"].values[rows]])
+        self.select(rows[_in_box(xy, left, bottom, right, top)].tolist())
+
+    def snapshot_layout(self) -> np.ndarray | None:
+        """The layout shown now (the chosen reducer's, or PCA while it is computed)."""
+        st = self._state
+        if st is None:
+            return None
+        xy_all = dict(st.xy)
+        return xy_all.get(self.reducer, xy_all.get("pca"))
+
     def _set_selection_param(self, text: str) -> None:
         self._writing_selection = True
         try:
@@ -714,12 +750,7 @@ class EmbeddingsController(Controller):
             )  # fmt: skip
         emb = st.emb
         xy_all = dict(st.xy)
-        if self.reducer in xy_all:
-            layout = self.reducer
-        elif "pca" in xy_all:
-            layout = "pca"
-        else:
-            layout = ""
+        layout = self.reducer if self.reducer in xy_all else ("pca" if "pca" in xy_all else "")
         groups = self._groups(st)
         if self.color_by == "score":
             legend: tuple = ()

@@ -13,6 +13,7 @@ figures and draws the controller's snapshots on the session's event loop.
 from __future__ import annotations
 
 import html
+import os
 from typing import Any
 
 import holoviews as hv
@@ -41,8 +42,11 @@ from .theme import REGION_PALETTE, UNKNOWN_COLOR, region_colors
 
 hv.Store.set_current_backend("bokeh")
 
-#: above this many units the layout is drawn by Datashader (select units on the map then)
-DATASHADE_ABOVE = 20_000
+#: above this many units the layout and the map are drawn by Datashader (a box selects there);
+#: ``POCOVIZ_DATASHADE_ABOVE`` overrides (a browser without WebGL may want it lower)
+DATASHADE_ABOVE = int(os.environ.get("POCOVIZ_DATASHADE_ABOVE", "").strip() or 20_000)
+#: selected units drawn as glyphs on a Datashader image (all of them count as selected)
+MARKS_MAX = 5_000
 SIZE = 430
 #: legend entries listed (the palette has this many colours; more categories repeat them)
 LEGEND_MAX = len(REGION_PALETTE)
@@ -115,6 +119,33 @@ def legend_html(snap: EmbeddingsSnapshot) -> str:
     tail = f"<div style='color:#555'>+ {more} more {snap.color_by}s (colours repeat)</div>" if more > 0 else ""
     return (f"<div class='pocoviz-e-legend-items'><b>colour: {snap.color_by}</b>"
             f"<div style='display:grid;grid-template-columns:{columns};column-gap:8px'>{''.join(rows)}</div>{tail}</div>")  # fmt: skip
+
+
+def shade_points(data: dict | None, kdims: tuple[str, str], x_range: tuple | None, y_range: tuple | None, width: int, height: int) -> hv.RGB:
+    """Datashader's image of ``data`` (``x``, ``y``, ``color`` per point; ``title``) over the
+    ranges (the points' extent when None), each pixel in the colours of its points, spread by a
+    pixel so that single points stay visible."""
+    import datashader
+    import datashader.transfer_functions as tf
+    import pandas as pd
+
+    title = (data or {}).get("title", "")
+    if not data or len(data["x"]) == 0:
+        return hv.RGB(np.zeros((2, 2, 4), dtype=np.uint8), bounds=(0, 0, 1, 1), kdims=list(kdims), vdims=list("RGBA")).opts(title=title)
+    x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
+
+    def extent(v: np.ndarray) -> tuple[float, float]:
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+        pad = 0.04 * (hi - lo) or 1.0
+        return lo - pad, hi + pad
+
+    xr_ = tuple(x_range) if x_range and np.isfinite(x_range).all() and x_range[1] > x_range[0] else extent(x)
+    yr_ = tuple(y_range) if y_range and np.isfinite(y_range).all() and y_range[1] > y_range[0] else extent(y)
+    frame = pd.DataFrame({"x": x, "y": y, "c": pd.Categorical(np.asarray(data["color"]).astype(str))})
+    agg = datashader.Canvas(plot_width=width, plot_height=height, x_range=xr_, y_range=yr_).points(frame, "x", "y", datashader.count_cat("c"))
+    img = tf.spread(tf.shade(agg, color_key={c: c for c in frame["c"].cat.categories}, min_alpha=120), px=1)
+    rgba = np.ascontiguousarray(img.data).view(np.uint8).reshape(*img.shape, 4)[::-1]  # rows from the top
+    return hv.RGB(rgba, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=list(kdims), vdims=list("RGBA")).opts(title=title)
 
 
 class EmbeddingsView(TabView):
@@ -236,15 +267,13 @@ class EmbeddingsView(TabView):
             self.marks_pipe.send(None)
             return
         if len(xy) > DATASHADE_ABOVE:
-            # too many glyphs for the browser: Datashader draws them (select units on the map instead)
-            import datashader
-            from holoviews.operation.datashader import datashade, dynspread
-
-            pts = hv.Points({"emb_x": xy[:, 0], "emb_y": xy[:, 1], "group": colors}, ["emb_x", "emb_y"], ["group"])
-            key = {c: c for c in set(colors.tolist())}
-            shaded = dynspread(datashade(pts, aggregator=datashader.count_cat("group"), color_key=key))
-            self.scatter_pane.object = shaded.opts(width=SIZE, height=SIZE, xaxis=None, yaxis=None,
-                                                   title=f"unit embeddings · {name} ({len(xy)} units, Datashader)")  # fmt: skip
+            # too many glyphs for the browser: Datashader draws them; a box drawn on the image selects
+            if self.scatter_pane.object is not self.scatter_shaded:
+                self.scatter_pane.object = self.scatter_shaded
+            sel = np.asarray(snap.selected, dtype=np.int64)[:MARKS_MAX]
+            title = f"unit embeddings · {name} ({len(xy)} units, Datashader)"
+            self.scatter_shade_pipe.send({"x": xy[:, 0], "y": xy[:, 1], "color": colors, "title": title})
+            self.shaded_marks_pipe.send({"emb_x": xy[sel, 0], "emb_y": xy[sel, 1], "color": colors[sel]})
             return
         if self.scatter_pane.object is not self.scatter_figure:
             self.scatter_pane.object = self.scatter_figure
@@ -270,6 +299,16 @@ class EmbeddingsView(TabView):
             return
         sessions = ", ".join(s.split("/")[-1] for s in snap.map_sessions)
         self.map_caption.object = html.escape(f"{snap.map_dataset}: {sessions}" if snap.session == ALL else snap.session)
+        if len(rows) > DATASHADE_ABOVE:
+            if self.map_pane.object is not self.map_shaded:
+                self.map_pane.object = self.map_shaded
+            x, y = emb["x"].values[rows], emb["y"].values[rows]
+            self.map_shade_pipe.send({"x": x, "y": y, "color": colors[rows], "title": f"positions ({len(rows)} units, Datashader)"})
+            on_map = np.flatnonzero(np.isin(rows, np.asarray(snap.selected, dtype=np.int64)))[:MARKS_MAX]
+            self.map_shaded_marks_pipe.send({"pos_x": x[on_map], "pos_y": y[on_map], "color": colors[rows][on_map]})
+            return
+        if self.map_pane.object is not self.map_figure:
+            self.map_pane.object = self.map_figure
         self.map_pipe.send({
             "pos_x": emb["x"].values[rows], "pos_y": emb["y"].values[rows], "color": colors[rows],
             "alpha": np.full(len(rows), 0.25 if snap.selected else 1.0), "region": emb["region"].values[rows].astype(str),
@@ -341,7 +380,17 @@ class EmbeddingsView(TabView):
         map_marks = hv.DynamicMap(lambda data: points(data, ["pos_x", "pos_y"], _MARK_COLS), streams=[self.map_marks_pipe]).opts(
             color="color", size=7, line_color="#222222", line_width=0.6, fill_alpha=1.0
         )
-        self.map_pane = pn.pane.HoloViews(map_points * map_marks, css_classes=["pocoviz-emb-map"], linked_axes=False)
+        self.map_figure = map_points * map_marks
+        self.map_pane = pn.pane.HoloViews(self.map_figure, css_classes=["pocoviz-emb-map"], linked_axes=False)
+
+        # many units: Datashader images that stay (their data change), the selection as glyphs on top,
+        # and a box drawn on the image selects (the image has no glyphs to pick: the controller resolves it)
+        self.scatter_shade_pipe, self.shaded_marks_pipe = hv.streams.Pipe(data=None), hv.streams.Pipe(data=None)
+        self.map_shade_pipe, self.map_shaded_marks_pipe = hv.streams.Pipe(data=None), hv.streams.Pipe(data=None)
+        self.scatter_shaded = self._shaded_figure(self.scatter_shade_pipe, self.shaded_marks_pipe, ("emb_x", "emb_y"),
+                                                  self.controller.select_in_box, axes=False)  # fmt: skip
+        self.map_shaded = self._shaded_figure(self.map_shade_pipe, self.map_shaded_marks_pipe, ("pos_x", "pos_y"),
+                                              self.controller.select_on_map_box, axes=True)  # fmt: skip
 
         self.traces_pane = pn.pane.HoloViews(
             hv.DynamicMap(self._traces, streams=[self.traces_pipe]).opts(
@@ -363,6 +412,34 @@ class EmbeddingsView(TabView):
         )
         self.null_pane = pn.pane.HoloViews(null, width=400, height=300, css_classes=["pocoviz-emb-null"], linked_axes=False)
         self.sessions_pane = pn.pane.HoloViews(None, width=400, height=320, css_classes=["pocoviz-emb-sessions"], linked_axes=False)
+
+    @staticmethod
+    def _shaded_figure(pipe: hv.streams.Pipe, marks_pipe: hv.streams.Pipe, kdims: tuple[str, str], on_box, *, axes: bool) -> hv.DynamicMap:
+        """A Datashader image of the points ``pipe`` sends (``x``, ``y``, ``color``, ``title``),
+        re-aggregated at each zoom, with the glyphs ``marks_pipe`` sends on top; a box drawn on it
+        calls ``on_box(left, bottom, right, top)``."""
+        ranges = hv.streams.RangeXY()
+        last: dict[str, Any] = {"data": None}
+
+        def image(data: dict | None, x_range: tuple | None, y_range: tuple | None) -> hv.RGB:
+            if data is not last["data"]:  # new points: their own extent (the ranges are those of the old ones)
+                last["data"] = data
+                x_range = y_range = None
+            return shade_points(data, kdims, x_range, y_range, SIZE, SIZE)
+
+        shaded = hv.DynamicMap(image, streams=[pipe, ranges]).opts(
+            tools=["box_select"], active_tools=["box_select", "wheel_zoom"], width=SIZE, height=SIZE, framewise=True,
+            **({"xlabel": "x (µm)", "ylabel": "y (µm)"} if axes else {"xaxis": None, "yaxis": None}),
+        )  # fmt: skip
+        bounds = hv.streams.BoundsXY(source=shaded)
+        bounds.add_subscriber(lambda bounds: bounds is not None and on_box(*bounds))
+
+        def marks(data: dict | None) -> hv.Points:
+            data = data or {kdims[0]: np.zeros(0), kdims[1]: np.zeros(0), "color": np.zeros(0, dtype=str)}
+            return hv.Points(data, list(kdims), ["color"])
+
+        marked = hv.DynamicMap(marks, streams=[marks_pipe]).opts(color="color", size=6, line_color="#222222", line_width=0.6, fill_alpha=1.0)
+        return shaded * marked
 
     @staticmethod
     def _session_plot(data: dict | None) -> hv.Element | None:
