@@ -306,7 +306,10 @@ def write_chunked(
         Naming the file and the field: an unreadable source, a bad recording (an infinite value, a
         unit or frame with no finite value), an existing ``dest``, a cap too small.
     """
+    import contextlib
     import time as _time
+
+    import dask
 
     started = _time.perf_counter()
     cap = int(memory_cap_bytes)
@@ -377,6 +380,7 @@ def write_chunked(
     rows, cols = slab_shape((T, U), budget, align=FACTOR**levels)
     tmp = temp_path(d)
     remove_partial(tmp)
+    stack = contextlib.ExitStack()
     try:
         root = create_store(
             tmp, n_time=T, time=np.asarray(ds["time"].values), unit_coords=unit_coords, attrs=store_attrs,
@@ -390,6 +394,8 @@ def write_chunked(
         # reordered slabs are gathered from whole rows read a few at a time (never fancy indexing
         # on the file: that reads whole storage chunks per column in h5py and Dask)
         piece_rows = max(1, (budget // 4) // (U * 8))
+        # Dask's threads would hold several source chunks (and their thread arenas) at once
+        stack.enter_context(dask.config.set(scheduler="synchronous"))
         for t0, t1, u0, u1 in iter_slabs((T, U), rows, cols):
             idx = order[u0:u1]
             if not permuted:
@@ -430,6 +436,7 @@ def write_chunked(
         remove_partial(tmp)
         raise
     finally:
+        stack.close()
         close = getattr(ds, "close", None)
         if src_path is not None and close is not None:
             close()
