@@ -234,3 +234,26 @@ def test_cli_train_with_workers(store, tmp_path, capsys):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["config"]["workers"] == 1 and card["training"]["config"]["cache_bytes"] == 4 * 2**20
     assert main([*args[:-6], "--workers", "-1", "--quiet"]) == 2
+
+
+def test_stream_pads_sessions_of_different_sizes(store):
+    lazy, eager = _lazy(store), _eager(store)
+    small = eager.isel(unit=slice(0, 200))
+    corpus = ForecastCorpus({"zebrafish/a": lazy, "zebrafish/b": small})
+    ws = WindowStream(corpus, batch_size=24, seed=1, max_units=250)
+    wd = corpus.windows("train", "zebrafish")
+    assert ws.windows_per_epoch()["zebrafish"] == len(wd)
+    for k in range(3):
+        b = ws.step(k)[0]
+        ids = ws.window_ids(0, k)
+        assert b.context.shape == (24, 48, 250)
+        for r, i in enumerate(ids):
+            s, t = int(wd._session[i]), int(wd._start[i])
+            assert int(b.session[r]) == s and int(b.unit_mask[r].sum()) == (250 if s == 0 else 200)
+            rec = (eager if s == 0 else small)["activity"].values
+            n = int(b.unit_mask[r].sum())
+            np.testing.assert_array_equal(b.target[r, :, :n].numpy(), rec[t + 48 : t + 64][:, b.unit_index[r, :n].numpy()])
+            assert not b.target[r, :, n:].any()
+    n = len(wd)
+    ids = np.concatenate([ws.window_ids(0, k) for k in range(-(-n // 24))])[:n]
+    np.testing.assert_array_equal(np.sort(ids), np.arange(n))  # an epoch over both sessions' windows
