@@ -236,6 +236,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{args.workers or 0} worker processes)",
                     flush=True,
                 )
+                n_val = sum(corpus.n_windows("val").values())
+                widest = max(s.n_units for s in corpus.sessions)
+                if n_val * widest > 10**7:  # a validation scores every unit of every window
+                    print(
+                        f"validation: {n_val} windows of up to {widest} units at each evaluation (stride {args.val_stride}); "
+                        "a larger --val-stride makes it cheaper",
+                        flush=True,
+                    )
         model_kw = {**model_overrides(recipe_name, args.kind), **(json.loads(args.config) if args.config else {})}
         cfg = _train_config(args, recipe_name)
         warm = warm_start_for(recipe_name, args.kind) if args.warm_start == "auto" else args.warm_start
