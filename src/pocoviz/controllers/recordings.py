@@ -525,7 +525,7 @@ class RecordingsController(Controller):
             map_kind=map_kind,
             map=map_data,
             map_title=map_title,
-            metadata=tuple(metadata_rows(ds)),
+            metadata=self._metadata(ds),
             notice=self.notice,
             reduce=self.reduce,
             rows=tuple(self.rows) if self.rows is not None else None,
@@ -551,6 +551,12 @@ class RecordingsController(Controller):
         out = (tuple(traces), tuple(ticks[::every]))
         self._parts["traces"] = (key, out)
         return out
+
+    def _metadata(self, ds: xr.Dataset) -> tuple[tuple[str, str], ...]:
+        cached = self._parts.get("metadata")
+        if cached is None or cached[0] != self._session_key:
+            cached = self._parts["metadata"] = (self._session_key, tuple(metadata_rows(ds)))
+        return cached[1]
 
     def _map_cached(self, prep: PreparedSession, units: list[int]) -> tuple[str, dict[str, Any] | None, str]:
         key = ("map", self._session_key, self.projection, tuple(units))

@@ -160,16 +160,33 @@ class RecordingsView(TabView):
         moved = {}
         if snap.window != tuple(self._xlim):
             self._xlim = snap.window
+            self._set_ranges(self._traces_pane, x=snap.window)
             current = self._raster_range.x_range
             if current is None or not np.allclose(current, snap.window, atol=1e-3 * max(1.0, snap.extent[1])):
                 moved["x_range"] = snap.window
         if rows != tuple(self._ylim):
             self._ylim = rows
+            self._set_ranges(self._bands_pane, y=rows)
             current = self._raster_range.y_range
             if current is None or not np.allclose(sorted(current), rows, atol=1e-3 * n):
                 moved["y_range"] = rows
         if moved:
             self._raster_range.event(**moved)
+
+    @staticmethod
+    def _set_ranges(pane: pn.pane.HoloViews, x: tuple | None = None, y: tuple | None = None) -> None:
+        """Set the shown figure's axis ranges on its Bokeh models: a pan of the raster moves the
+        traces' time axis and the bands' rows without drawing them again (HoloViews re-rendered the
+        traces, 0.1-0.4 s a pan, when their ``xlim`` option followed the window). The figures'
+        callbacks read ``_xlim``/``_ylim`` when they do draw again."""
+        for plot, _ in list(getattr(pane, "_plots", {}).values()):
+            for axis, value in (("x_range", x), ("y_range", y)):
+                rng = plot.handles.get(axis) if value is not None else None
+                if rng is None:
+                    continue
+                lo, hi = sorted(float(v) for v in value)
+                flipped = rng.start is not None and rng.end is not None and rng.start > rng.end
+                rng.update(start=hi, end=lo) if flipped else rng.update(start=lo, end=hi)
 
     def _send_traces(self, snap: RecordingsSnapshot) -> None:
         if not self._changed("traces", snap.traces):
@@ -181,8 +198,8 @@ class RecordingsView(TabView):
         self._traces_pipe.send(paths)
 
     def _send_map(self, snap: RecordingsSnapshot) -> None:
-        if not self._changed("map", (snap.session_key, snap.map_kind, snap.map)):
-            return
+        if not self._changed("map", snap.map):
+            return  # the controller keeps the same map while the units, projection and session are
         m = snap.map
         if snap.map_kind == "none":
             self._map_pane.object = hv.Text(0.5, 0.5, "this recording has no unit positions").opts(
@@ -302,7 +319,7 @@ class RecordingsView(TabView):
                 framewise=True,
             )
         )
-        self._bands_pane.object = bands.apply.opts(ylim=self.param._ylim)  # the rows the raster shows
+        self._bands_pane.object = bands
         traces = hv.DynamicMap(self._traces, streams=[self._traces_pipe]).opts(
             responsive=True,
             height=420,
@@ -314,9 +331,7 @@ class RecordingsView(TabView):
             color=hv.dim("color"),
             tools=["hover"],
         )
-        self._traces_pane.object = traces.apply.opts(
-            yticks=self.param._trace_ticks, title=self.param._traces_title, xlabel=self.param._time_label, xlim=self.param._xlim
-        )
+        self._traces_pane.object = traces.apply.opts(yticks=self.param._trace_ticks, title=self.param._traces_title, xlabel=self.param._time_label)
         self._map_pane.object = self._new_map_dmap()
 
     def _new_map_dmap(self) -> hv.DynamicMap:
@@ -339,20 +354,20 @@ class RecordingsView(TabView):
     def _band_lines(data: dict | None) -> hv.HLines:
         return hv.HLines(list(data["boundaries"]) if data else [], kdims=["row"]).opts(color="black", line_width=1, alpha=0.6)
 
-    @staticmethod
-    def _bands(data: dict | None) -> hv.Overlay:
+    def _bands(self, data: dict | None) -> hv.Overlay:
         rects = data["rects"] if data else []
         labels = data["labels"] if data else []
         r = hv.Rectangles(rects, kdims=["band_x", "row", "band_x2", "row2"], vdims=["region", "color"]).opts(
             color=hv.dim("color"), line_color="white", line_width=1, tools=["hover"]
         )
         t = hv.Labels(labels, kdims=["band_x", "row"], vdims=["text"]).opts(text_align="left", text_font_size="8pt", text_color="#222")
-        return r * t
+        ylim = tuple(self._ylim) if data and all(np.isfinite(self._ylim)) else (None, None)
+        return (r * t).opts(hv.opts.Overlay(ylim=ylim))
 
-    @staticmethod
-    def _traces(data: list | None) -> hv.Contours:
+    def _traces(self, data: list | None) -> hv.Contours:
         # Contours, not Path: a Path with a per-path colour column is split into one glyph per segment
-        return hv.Contours(data or _NO_TRACE, kdims=["time", "offset"], vdims=["unit", "region", "color"])
+        xlim = tuple(self._xlim) if data and all(np.isfinite(self._xlim)) else (None, None)
+        return hv.Contours(data or _NO_TRACE, kdims=["time", "offset"], vdims=["unit", "region", "color"]).opts(xlim=xlim)
 
     @staticmethod
     def _map(data: dict | None) -> hv.Overlay:
