@@ -121,6 +121,13 @@ def legend_html(snap: EmbeddingsSnapshot) -> str:
             f"<div style='display:grid;grid-template-columns:{columns};column-gap:8px'>{''.join(rows)}</div>{tail}</div>")  # fmt: skip
 
 
+def _hex_rgb(colors: np.ndarray) -> np.ndarray:
+    """(n, 3) float32 RGB of '#rrggbb' strings (each distinct colour parsed once)."""
+    names, inverse = np.unique(colors, return_inverse=True)
+    table = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] if len(c) == 7 and c[0] == "#" else [128, 128, 128] for c in names], np.float32)
+    return table.reshape(-1, 3)[inverse]
+
+
 def shade_points(data: dict | None, kdims: tuple[str, str], x_range: tuple | None, y_range: tuple | None, width: int, height: int) -> hv.RGB:
     """Datashader's image of ``data`` (``x``, ``y``, ``color`` per point; ``title``) over the
     ranges (the points' extent when None), each pixel in the colours of its points, spread by a
@@ -141,9 +148,21 @@ def shade_points(data: dict | None, kdims: tuple[str, str], x_range: tuple | Non
 
     xr_ = tuple(x_range) if x_range and np.isfinite(x_range).all() and x_range[1] > x_range[0] else extent(x)
     yr_ = tuple(y_range) if y_range and np.isfinite(y_range).all() and y_range[1] > y_range[0] else extent(y)
-    frame = pd.DataFrame({"x": x, "y": y, "c": pd.Categorical(np.asarray(data["color"]).astype(str))})
-    agg = datashader.Canvas(plot_width=width, plot_height=height, x_range=xr_, y_range=yr_).points(frame, "x", "y", datashader.count_cat("c"))
-    img = tf.spread(tf.shade(agg, color_key={c: c for c in frame["c"].cat.categories}, min_alpha=120), px=1)
+    # each pixel: the mean colour of its points, opacity rising with their count (one pass over the
+    # points and the pixels, whatever the number of colours: score colouring has 256)
+    rgb = _hex_rgb(np.asarray(data["color"]).astype(str))
+    frame = pd.DataFrame({"x": x, "y": y, "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2]})
+    canvas = datashader.Canvas(plot_width=width, plot_height=height, x_range=xr_, y_range=yr_)
+    agg = canvas.points(frame, "x", "y", datashader.summary(n=datashader.count(), r=datashader.sum("r"), g=datashader.sum("g"), b=datashader.sum("b")))
+    n = agg["n"].values.astype(np.float32)
+    seen = n > 0
+    per = np.where(seen, n, 1.0)
+    alpha = np.where(seen, 120 + 135 * np.log1p(n) / np.log1p(max(float(n.max()), 1.0)), 0)
+    channels = [np.nan_to_num(agg[c].values / per) for c in "rgb"] + [alpha]
+    packed = np.zeros(n.shape, dtype=np.uint32)
+    for shift, channel in zip((0, 8, 16, 24), channels):
+        packed |= np.clip(np.round(channel), 0, 255).astype(np.uint32) << np.uint32(shift)
+    img = tf.spread(tf.Image(packed, coords=agg["n"].coords, dims=agg["n"].dims), px=1)
     rgba = np.ascontiguousarray(img.data).view(np.uint8).reshape(*img.shape, 4)[::-1]  # rows from the top
     return hv.RGB(rgba, bounds=(xr_[0], yr_[0], xr_[1], yr_[1]), kdims=list(kdims), vdims=list("RGBA")).opts(title=title)
 
