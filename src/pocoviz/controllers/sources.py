@@ -60,7 +60,7 @@ def find_in_data_dir(data_dir: str | os.PathLike | None, take: Callable[[Path], 
 
 def _is_recording(entry: Path) -> bool:
     if entry.is_dir():  # Zarr stores and suite2p folders count as one recording
-        return entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr")
+        return entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr", "zarr-array")
     return entry.suffix.lower() in RECORDING_SUFFIXES
 
 

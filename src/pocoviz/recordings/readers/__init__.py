@@ -10,6 +10,7 @@ module              function                                   format
 ``npy``             :func:`~.npy.read_numpy`                   NumPy ``.npy`` / ``.npz``
 ``xarray_io``       :func:`~.xarray_io.read_netcdf`,           netCDF, Zarr (files xarray writes)
                     :func:`~.xarray_io.read_zarr`
+``zarr_array``      :func:`~.zarr_array.read_zarr_array`       a bare Zarr (time, unit) array + sidecar
 ==================  =========================================  ======================================
 
 Use :func:`pocoviz.recordings.io.open_recording`, which picks the reader from the file's content.
