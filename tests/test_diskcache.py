@@ -80,9 +80,13 @@ def test_chunked_stats_and_slabs_equal_zscore():
         close(s, np.nanstd(x.astype(np.float64), 0), rtol=1e-10)
     src = ChunkedActivity(x, zscored=False, rows=64)
     ref = zscore(x)
+    before = x.copy()
     np.testing.assert_allclose(src.slab(0, T), ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(src.slab(100, 230), ref[100:230], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(src.columns(10, 300, [3, 30]), ref[10:300][:, [3, 30]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(src.columns(380, 400, [0, 36]), ref[380:400][:, [0, 36]], rtol=1e-6, atol=1e-6)  # not cached
+    np.testing.assert_array_equal(x, before)  # the source is never scaled in place
+    assert src.reads == 1  # [0, T) once: [100, 230) lies in it, and columns read only their units
 
 
 def test_disk_forecast_equals_the_in_ram_forecast(root):
