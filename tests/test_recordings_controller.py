@@ -257,3 +257,82 @@ def test_labels_on_the_raster_bands_and_trace_axis_never_overlap():
     snap = c.snapshot()
     assert len(snap.traces) == 40 and len(snap.trace_ticks) == 20
     assert [name for _, name in snap.trace_ticks] == [t["unit"] for t in snap.traces][::2]
+
+
+# ---------------------------------------------------------------------------- whole-brain recordings
+def _lazy_fish(computed: list, T: int = 300, U: int = 2000):
+    """A Dask-backed recording (chunks 64 frames x 500 units) whose computed blocks are recorded;
+    units grouped by region as docs/wholebrain.md stores them."""
+    import dask.array as da
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, U)).astype(np.float32)
+    region = np.repeat(["hindbrain", "midbrain", "tectum", ""], U // 4)
+    label = np.array([""] * U, dtype=object)
+    label[[10, 1500]] = ["AVAL", "RIM"]
+    ds = make_recording(x, sampling_rate_hz=2.0, species="fish", session="big", units="z-score", region=region, label=label,
+                        x=rng.uniform(0, 100, U), y=rng.uniform(0, 100, U))  # fmt: skip
+
+    def count(block):
+        if block.size:  # dask calls it once on an empty block to learn the output's type
+            computed.append(block.shape)
+        return block
+
+    lazy = ds.copy()
+    lazy["activity"] = (("time", "unit"), da.from_array(x, chunks=(64, 500)).map_blocks(count, dtype=np.float32), ds["activity"].attrs)
+    return x, lazy
+
+
+def test_a_lazy_recording_is_shown_without_reading_it_whole(monkeypatch):
+    import pocoviz.controllers.recordings as rec
+
+    computed: list[tuple] = []
+    x, lazy = _lazy_fish(computed)
+    monkeypatch.setattr(rec, "load_sessions", lambda key, data_dir: {"fish/big": lazy})
+    c = RecordingsController()
+    prep = c.prepared
+    assert prep.lazy and prep.stored_order and list(prep.order[:5]) == [0, 1, 2, 3, 4]
+    assert [(b.region, b.start, b.stop) for b in prep.bands] == [
+        ("hindbrain", 0, 500), ("midbrain", 500, 1000), ("tectum", 1000, 1500), ("(no region)", 1500, 2000)
+    ]  # fmt: skip
+    snap = c.snapshot()
+    # the colour sample (one row of chunks: 4 blocks of 64 frames) and the first region's 8 traces
+    # (its one column of chunks: 5 blocks); never the whole array (30 blocks)
+    assert len(computed) == 4 + 5 and sum(a * b for a, b in computed) == (8 * 64 + 44) * 500 < x.size / 2
+    assert len(snap.traces) == 8 and snap.traces[0]["unit"] == "#0"
+    np.testing.assert_allclose(snap.traces[1]["offset"] - snap.traces[1]["offset"].mean(), x[:, 71] - x[:, 71].mean(), rtol=1e-5, atol=1e-5)
+    assert ("storage", "chunked, opened lazily (chunks (64, 500))") in snap.metadata
+    computed.clear()
+    c.set_window(10, 20)  # a new window: the traces are not read again
+    assert c.snapshot().window == (10.0, 20.0) and computed == []
+    # the raster's levels are built one chunk at a time (no pyramid here), then windows are cheap
+    win, bounds = rec.raster_window(prep, None, None, max_cols=50, max_rows=20)  # levels while larger than 512: one (75 x 500)
+    assert computed and max(computed) <= (64, 500) and win.level == 1 and (win.frame_step, win.row_step) == (4, 4 * 25)
+    computed.clear()
+    win, bounds = rec.raster_window(prep, (10, 20), (495.5, 520.5))
+    assert win.level == 0 and win.values.shape == (25, 21) and len(computed) == 2  # two chunks beside unit 500
+    np.testing.assert_array_equal(win.values, x[20:41, 496:521].T)
+    assert bounds == (9.75, 495.5, 20.25, 520.5)  # frames 20-40 at 2 Hz, centred on their times
+
+
+def test_find_selects_units_by_id_region_or_label_and_zooms_the_rows(monkeypatch):
+    import pocoviz.controllers.recordings as rec
+
+    x, lazy = _lazy_fish([])
+    monkeypatch.setattr(rec, "load_sessions", lambda key, data_dir: {"fish/big": lazy})
+    c = RecordingsController()
+    c.find = "1200-1203"
+    assert (c.select_by, c.unit_ids) == ("index", "1200-1203") and c.selected_units() == [1200, 1201, 1202, 1203]
+    assert c.rows == (1181.0, 1222.0)  # at least 40 rows around them
+    c.find = "Tectum"
+    assert (c.select_by, c.region) == ("region", "tectum") and c.rows == (999.5, 1499.5)
+    c.find = "aval, RIM"
+    assert (c.select_by, c.labels) == ("label", ["AVAL", "RIM"]) and c.rows == (9.5, 1500.5)
+    c.find = "cerebellum"
+    assert c.notice == "Find: no unit id, region or label matches 'cerebellum'" and c.select_by == "label"
+    c.find = "99999"
+    assert "no unit with id [99999]" in c.notice
+    snap = c.snapshot()
+    assert snap.rows == (9.5, 1500.5) and snap.reduce == "mean"
+    c.reduce = "peak"
+    assert c.snapshot().reduce == "peak" and c.url_query()["rec_reduce"] == "peak"

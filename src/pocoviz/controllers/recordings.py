@@ -121,9 +121,10 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
     ids = np.asarray(ds["unit"].values)
     duplicates = duplicate_labels(labels)
     names = np.array([unit_name(lab, uid, lab in duplicates) for lab, uid in zip(labels, ids)])
-    if lazy:  # a slab of frames from the middle, every unit (one row of chunks)
-        mid = max(0, ds.sizes["time"] // 2 - CLIM_SAMPLE_FRAMES // 2)
-        sample = np.asarray(ds["activity"].isel(time=slice(mid, mid + CLIM_SAMPLE_FRAMES)).values)
+    if lazy:  # frames from the middle, every unit: one row of chunks
+        step = int(ds["activity"].data.chunksize[0])
+        mid = (ds.sizes["time"] // 2 // step) * step
+        sample = np.asarray(ds["activity"].isel(time=slice(mid, mid + min(step, CLIM_SAMPLE_FRAMES))).values)
     else:
         act = ds["activity"].values
         sample = act[:: max(1, act.shape[0] // 400), :: max(1, act.shape[1] // 2000)]
