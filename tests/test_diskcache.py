@@ -258,3 +258,28 @@ def test_large_windows_go_in_unit_slices_and_give_way_to_the_screen(root):
     ref.compute(cursors=[48, 49, 50])
     np.testing.assert_allclose(fc.forecast_at([48, 49, 50], range(U)), ref.forecast[[48, 49, 50]].astype(np.float32), atol=2e-3)
     close(fc.metrics()["mse"], ref.metrics()["mse"], rtol=1e-5)
+
+
+def test_metrics_from_block_sums_equal_todays_on_the_demo(root):
+    """The demo's worm0 with the shipped POCO: the disk cache's metrics table (score, MSE,
+    MAE, per step, per region) equals the in-RAM forecast's, over all windows and the test split."""
+    from pocoviz.controllers.models import LOADED_MODELS
+    from pocoviz.controllers.sources import SOURCE_CACHE
+
+    ds = SOURCE_CACHE.load("demo", None)["worm/worm0"]
+    x = zscore(np.asarray(ds["activity"].transpose("time", "unit").values, dtype=np.float32))
+    regions = np.asarray(ds["region"].values).astype(str)
+    for key in ("poco_demo",):
+        model = LOADED_MODELS.get(key, None).eval()
+        ref = RecordingForecast(model, x, "worm/worm0", regions=regions)
+        ref.compute()
+        fc = DiskForecast(model, ArrayActivity(x), "worm/worm0", identity={"demo": "worm0"}, regions=regions)
+        fc.compute()
+        for upto, split in ((None, None), (None, "test"), (ref.T // 2, None)):
+            a, b = fc.metrics(upto, split=split), ref.metrics(upto, split=split)
+            assert a["n_windows"] == b["n_windows"] > 0
+            for k in ("score", "mse", "mae", "per_step_mse", "per_step_mae", "per_step_copy_mse", "per_step_copy_mae"):
+                close(a[k], b[k], rtol=1e-6)
+        a, b = fc.metrics(), ref.metrics()
+        close([a["region_scores"][r] for r in sorted(b["region_scores"])], [b["region_scores"][r] for r in sorted(b["region_scores"])], rtol=1e-5)
+        assert f"{a['score']:.3f}" == f"{b['score']:.3f}"  # the table's figures

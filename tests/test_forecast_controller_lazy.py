@@ -106,6 +106,13 @@ def test_lazy_recording_is_read_in_slabs_and_its_forecasts_go_to_disk(data_dir, 
         for run in ctl.runs:
             assert type(run.forecast).__name__ == "DiskForecast" and run.forecast.path.is_relative_to(cache)
             assert run.forecast.fraction_done == 1.0
+        # the export of the units on screen: their forecasts and recorded frames only
+        out = ctl.forecasts_dataset("shown")
+        assert list(out["unit"].values) == [3, 17, 30, 41] and out.sizes["cursor"] == ctl.runs[0].forecast.n_valid
+        got = out["forecast_models_poco_lazy__data_directory_"].sel(cursor=100).values  # (step, unit)
+        np.testing.assert_array_equal(got, ctl.runs[0].forecast.lines(100, [3, 17, 30, 41]))
+        np.testing.assert_allclose(out["activity"].values, rec.frames(0, T, [3, 17, 30, 41]))
+        assert (out["sse"].values >= 0).all() and np.isfinite(out["copy_sse"].values).all()
     finally:
         ctl.close()
 
