@@ -705,6 +705,8 @@ class ForecastController(Controller):
             return False
         # 1. the units on screen, LOOKAHEAD_S of playback ahead of the cursor
         ahead = max(SCREEN_BATCH, int(LOOKAHEAD_S * self.fps))
+        if rec.lazy and not self.playing:
+            ahead = 2  # paused on a large recording: the cursor and the next frame; then the whole pass
         lo, hi = self.cursor_bounds()
         span = max(1, hi - lo + 1)
         upcoming = [lo + (t + k - lo) % span for k in range(min(ahead, span))]  # playback wraps around
