@@ -283,3 +283,16 @@ def test_metrics_from_block_sums_equal_todays_on_the_demo(root):
         a, b = fc.metrics(), ref.metrics()
         close([a["region_scores"][r] for r in sorted(b["region_scores"])], [b["region_scores"][r] for r in sorted(b["region_scores"])], rtol=1e-5)
         assert f"{a['score']:.3f}" == f"{b['score']:.3f}"  # the table's figures
+
+
+def test_an_entry_evicted_under_a_session_is_opened_again(root):
+    x = zscore(raw_activity())
+    fc = DiskForecast(poco(), ArrayActivity(x), "fish/s", identity={"name": "gone"})
+    fc.compute(max_windows=16)
+    assert fc.block_done[0]
+    old = time.time() - 3600
+    os.utime(fc.path / "used", (old, old))
+    assert evict(root, max_bytes=0) == [fc.path]  # another process's eviction
+    assert fc.lines(50, [0]) is None  # its chunks are gone: the block is dropped
+    assert fc.compute() == fc.n_valid and fc.fraction_done == 1.0  # the entry is made again
+    assert (fc.path / "meta.json").is_file() and fc.lines(50, [0]) is not None

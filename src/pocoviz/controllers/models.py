@@ -63,7 +63,10 @@ class ModelCache:
 #: checkpoints loaded by any browser session (not to be confused with the registry of model kinds,
 #: :data:`pocoviz.forecast.base.MODELS`)
 LOADED_MODELS = ModelCache()
-#: per-recording forecasts, keyed by (model key, adapted, recording key)
+#: per-recording forecasts, keyed by (model key, adapted, recording key): in-RAM
+#: :class:`~pocoviz.forecast.playback.RecordingForecast` for recordings in memory, handles on the
+#: on-disk cache (:class:`~pocoviz.forecast.diskcache.DiskForecast`, shared with other server
+#: processes) for lazily opened ones
 FORECAST_CACHE: LRUCache[Any] = LRUCache(8, name="forecasts")
 #: models adapted to a recording, keyed by (model key, recording key)
 ADAPTED_CACHE: LRUCache[Any] = LRUCache(8, name="adapted models")

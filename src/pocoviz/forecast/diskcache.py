@@ -801,8 +801,28 @@ class DiskForecast:
         if self.blocks_written % 8 == 1:
             evict(self.root, self.max_bytes, keep=[self.path])
 
+    def _ensure_entry(self) -> None:
+        """Open the entry again when it vanished (evicted by another process, or removed by
+        hand): everything known of it is forgotten and computed again."""
+        if (self.path / "meta.json").is_file():
+            return
+        import zarr
+
+        with self._read_lock:
+            self.done[:] = False
+            self.block_done[:] = False
+            self.valid[:] = False
+            self.valid[self.C : max(self.C, self.T - self.P + 1)] = True
+            self._unit_sse[:] = 0
+            self._unit_copy[:] = 0
+            self._crc.clear()
+            self._chunks.clear()
+        self._partial = None
+        self._open(zarr)
+
     def _next_block(self, start: int | None) -> int | None:
         """The first block not done (nor claimed elsewhere) from ``start``'s block forward, wrapping."""
+        self._ensure_entry()
         self.refresh()
         first = 0 if start is None else min(self.n_blocks - 1, max(0, int(start)) // self.block)
         for k in range(self.n_blocks):
@@ -910,6 +930,7 @@ class DiskForecast:
         return n
 
     def _next_wanted(self, want: set[int]) -> int | None:
+        self._ensure_entry()
         self.refresh()
         for b in sorted(want):
             if 0 <= b < self.n_blocks and not self.block_done[b] and self._claim(b):
