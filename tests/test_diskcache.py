@@ -296,3 +296,35 @@ def test_an_entry_evicted_under_a_session_is_opened_again(root):
     assert fc.lines(50, [0]) is None  # its chunks are gone: the block is dropped
     assert fc.compute() == fc.n_valid and fc.fraction_done == 1.0  # the entry is made again
     assert (fc.path / "meta.json").is_file() and fc.lines(50, [0]) is not None
+
+
+def _compute_in_another_process(root: str, conn) -> None:  # runs in a spawned process
+    os.environ["POCOVIZ_CACHE_DIR"] = root
+    torch.set_num_threads(1)
+    fc = DiskForecast(poco(), ArrayActivity(zscore(raw_activity())), "fish/s", identity={"name": "two-processes"})
+    conn.send("ready")
+    conn.recv()
+    conn.send(fc.compute())
+
+
+def test_two_processes_share_the_pass_block_by_block(root):
+    """Two server processes on one entry: claims split the blocks, each is computed once, and both
+    end with every block."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=_compute_in_another_process, args=(str(root), there))
+    proc.start()
+    try:
+        assert here.poll(120) and here.recv() == "ready"
+        fc = DiskForecast(poco(), ArrayActivity(zscore(raw_activity())), "fish/s", identity={"name": "two-processes"})
+        here.send("go")
+        mine = fc.compute()
+        assert here.poll(120)
+        theirs = here.recv()
+    finally:
+        proc.join(60)
+    fc.refresh(force=True)
+    assert fc.fraction_done == 1.0 and mine + theirs == fc.n_valid  # no window computed twice
+    assert len(list((fc.path / "blocks").glob("*.npz"))) == fc.n_blocks
