@@ -212,7 +212,8 @@ def _prepare_lazy(key: tuple, source: str, name: str, ds: xr.Dataset, labels: np
     except ValueError:
         stats = None
     rows = int(act.chunks[0][0]) if act.chunks else 256
-    src = ChunkedActivity(_direct_array(ds, path) or act.data, zscored=act.attrs.get("units") == "z-score", stats_path=stats, rows=rows)
+    direct = _direct_array(ds, path)
+    src = ChunkedActivity(act.data if direct is None else direct, zscored=act.attrs.get("units") == "z-score", stats_path=stats, rows=rows)
     return Recording(source, name, prep, None, key, ids, labels, src=src, identity=identity)
 
 
