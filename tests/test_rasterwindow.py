@@ -126,6 +126,9 @@ def test_a_stored_pyramid_is_read_at_the_coarsest_level_with_enough_cells(tmp_pa
     np.testing.assert_array_equal(z.values, x[100:160, 40:70].T)
     chunk_keys = sorted(k for k in counting.keys if "/c/" in k)
     assert chunk_keys == sorted(f"activity/c/{i}/{j}" for i in range(3, 5) for j in range(2, 5))
+    counting.keys.clear()  # a pan nearby reads from the decoded chunks it kept
+    np.testing.assert_array_equal(src.window(110, 150, 45, 75, max_cols=100, max_rows=100).values, x[110:150, 45:75].T)
+    assert not [k for k in counting.keys if "/c/" in k] and src.chunks.hits >= 6
     # the mean of a coarser reduction of a level weighs its ragged edge cells by their counts
     m = src.window(0, 600, 0, 300, max_cols=5, max_rows=2)
     assert (m.level, m.frame_step, m.row_step) == (3, 128, 128) and m.values.shape == (3, 5)

@@ -142,19 +142,70 @@ def reduce_cells(x: np.ndarray, s0: int, s1: int, kind: Reduce, w0: np.ndarray |
 KEEP_LEVEL_BYTES = 32 << 20
 
 
+#: decoded chunks of stored levels kept per source (a pan reads mostly the chunks it just read)
+CHUNK_CACHE_BYTES = 384 << 20
+
+
+class _ChunkCache:
+    """An LRU of decoded Zarr chunks, ``(array id, kind, chunk row, chunk col) -> ndarray``, by bytes."""
+
+    def __init__(self, max_bytes: int = CHUNK_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load: Any) -> np.ndarray:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return hit
+        value = np.asarray(load(), dtype=np.float32)
+        with self._lock:
+            self.misses += 1
+            if key not in self._items:
+                self._items[key] = value
+                self.bytes += value.nbytes
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
+        return value
+
+
+def _read_chunked(arr: Any, key: tuple, cache: _ChunkCache, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
+    """``arr[i0:i1, j0:j1]`` of a Zarr array assembled from whole chunks held in ``cache``."""
+    c0, c1 = arr.chunks
+    out = np.empty((i1 - i0, j1 - j0), np.float32)
+    for ci in range(i0 // c0, -(-i1 // c0)):
+        for cj in range(j0 // c1, -(-j1 // c1)):
+            a0, b0 = ci * c0, cj * c1
+            chunk = cache.get((*key, ci, cj), lambda a0=a0, b0=b0: arr[a0 : a0 + c0, b0 : b0 + c1])
+            r0, r1 = max(i0, a0), min(i1, a0 + chunk.shape[0])
+            s0, s1 = max(j0, b0), min(j1, b0 + chunk.shape[1])
+            out[r0 - i0 : r1 - i0, s0 - j0 : s1 - j0] = chunk[r0 - a0 : r1 - a0, s0 - b0 : s1 - b0]
+    return out
+
+
 class _Level:
     """One level: an array-like of (time cells, unit cells) per reduction, sliced by the window."""
 
-    def __init__(self, arrays: dict[str, Any], shape: tuple[int, int], keep: bool = False):
+    def __init__(self, arrays: dict[str, Any], shape: tuple[int, int], keep: bool = False, cache: _ChunkCache | None = None, name: str = ""):
         self.arrays = arrays  # kind -> array-like supporting [a:b, c:d] (numpy, zarr, dask)
         self.shape = shape
         self.keep = keep and shape[0] * shape[1] * 4 <= KEEP_LEVEL_BYTES
+        self.cache = cache  # Zarr arrays are read by whole chunks through it
+        self.name = name
 
     def read(self, kind: str, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
         kind = kind if kind in self.arrays else "mean"
         arr = self.arrays[kind]
         if self.keep and not isinstance(arr, np.ndarray):
             arr = self.arrays[kind] = np.asarray(arr[:, :], dtype=np.float32)
+        if self.cache is not None and not isinstance(arr, np.ndarray) and hasattr(arr, "chunks") and hasattr(arr, "metadata"):
+            return _read_chunked(arr, (self.name, id(arr)), self.cache, i0, i1, j0, j1)
         block = arr[i0:i1, j0:j1]
         if hasattr(block, "compute"):
             block = block.compute()
@@ -226,12 +277,13 @@ class RasterSource:
         if opened is not None:
             root, pyr, n = opened
             self.pyramid = True
+            self.chunks = _ChunkCache()
             base = act.values if not self.lazy else (root["activity"] if "activity" in root else act.data)
-            self._levels = [_Level({"mean": base, "peak": base}, self.shape)]
+            self._levels = [_Level({"mean": base, "peak": base}, self.shape, cache=self.chunks, name="0")]
             for k in range(1, n + 1):
                 group = pyr[str(k)]
                 arrays = {kind: group[kind] for kind in ("mean", "peak") if kind in group}
-                self._levels.append(_Level(arrays, tuple(arrays["mean"].shape), keep=True))
+                self._levels.append(_Level(arrays, tuple(arrays["mean"].shape), keep=True, cache=self.chunks, name=str(k)))
         else:
             self.pyramid = False
             base = act.data if self.lazy else np.asarray(act.values)

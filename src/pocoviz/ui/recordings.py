@@ -67,9 +67,15 @@ class RecordingsView(TabView):
         super().__init__(**params)
         self.data_dir = data_dir
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self._bands_pane = pn.pane.HoloViews(None, width=BAND_WIDTH, height=RASTER_HEIGHT, css_classes=["pocoviz-bands"])
-        self._raster_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=RASTER_HEIGHT, css_classes=["pocoviz-raster"])
-        self._traces_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=420, css_classes=["pocoviz-traces"])
+        # Panel links the axes of panes with the same dimensions (raster, bands and traces) into
+        # one Bokeh range: a pan then redrew the traces (63k points at 71k units) before the raster
+        # could paint, and HoloViews' range stream read the raster's rows from another plot's range
+        # (a whole-brain recording opened after the demo reported the demo's 1500 rows). The
+        # bands and traces follow the raster through _set_ranges instead.
+        unlinked = dict(linked_axes=False)
+        self._bands_pane = pn.pane.HoloViews(None, width=BAND_WIDTH, height=RASTER_HEIGHT, css_classes=["pocoviz-bands"], **unlinked)
+        self._raster_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=RASTER_HEIGHT, css_classes=["pocoviz-raster"], **unlinked)
+        self._traces_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=420, css_classes=["pocoviz-traces"], **unlinked)
         self._map_pane = pn.pane.HoloViews(None, width=MAP_WIDTH, height=MAP_HEIGHT, css_classes=["pocoviz-map"])
         self._meta_pane = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["pocoviz-meta"])
         self._selection_info = pn.pane.Markdown("", css_classes=["pocoviz-selection"], margin=(0, 10))
@@ -123,6 +129,7 @@ class RecordingsView(TabView):
 
     def _send_session(self, snap: RecordingsSnapshot) -> None:
         prep = snap.prepared
+        self._ylim = (-0.5, len(prep.order) - 0.5)  # the bands below are drawn over all rows
         self._raster_range.event(x_range=None, y_range=None)
         self._raster_pipe.send((prep, snap.reduce))
         self._bands_pipe.send(
@@ -160,18 +167,30 @@ class RecordingsView(TabView):
         moved = {}
         if snap.window != tuple(self._xlim):
             self._xlim = snap.window
-            self._set_ranges(self._traces_pane, x=snap.window)
+            self._after_raster(lambda: self._set_ranges(self._traces_pane, x=tuple(self._xlim)))
             current = self._raster_range.x_range
             if current is None or not np.allclose(current, snap.window, atol=1e-3 * max(1.0, snap.extent[1])):
                 moved["x_range"] = snap.window
+        self._set_ranges(self._bands_pane, y=rows)
         if rows != tuple(self._ylim):
             self._ylim = rows
-            self._set_ranges(self._bands_pane, y=rows)
             current = self._raster_range.y_range
             if current is None or not np.allclose(sorted(current), rows, atol=1e-3 * n):
                 moved["y_range"] = rows
         if moved:
             self._raster_range.event(**moved)
+
+    #: the traces' time axis follows a pan this long after the raster's new window was sent, so that
+    #: the browser paints the raster first (redrawing 8 traces of 7,879 frames took it ~0.5 s here)
+    TRACES_FOLLOW_MS = 300
+
+    def _after_raster(self, fn) -> None:
+        """Run ``fn`` on the session's loop after TRACES_FOLLOW_MS (at once when not served)."""
+        doc = self._doc
+        if doc is None or doc.session_context is None:
+            fn()
+        else:
+            doc.add_timeout_callback(fn, self.TRACES_FOLLOW_MS)
 
     @staticmethod
     def _set_ranges(pane: pn.pane.HoloViews, x: tuple | None = None, y: tuple | None = None) -> None:
@@ -211,12 +230,18 @@ class RecordingsView(TabView):
         if snap.map_kind == "density":  # too many glyphs for the browser: Datashader draws them
             import datashader
 
-            points = hv.Points({"pos_a": m["pos_a"], "pos_b": m["pos_b"], "region": m["region"]}, ["pos_a", "pos_b"], ["region"])
+            a, b = m["axes"]
+            dims = [hv.Dimension("pos_a", label=f"{a} ({m['unit_label']})"), hv.Dimension("pos_b", label=f"{b} ({m['unit_label']})")]
+            points = hv.Points({"pos_a": m["pos_a"], "pos_b": m["pos_b"], "region": m["region"]}, dims, ["region"])
             shaded = dynspread(datashade(points, aggregator=datashader.count_cat("region"), color_key=self._colors))
-            sel = hv.Points({"pos_a": m["pos_a"][units], "pos_b": m["pos_b"][units]}, ["pos_a", "pos_b"]).opts(
+            sel = hv.Points({"pos_a": m["pos_a"][units], "pos_b": m["pos_b"][units]}, dims).opts(
                 marker="circle", size=12, fill_alpha=0, line_color="black", line_width=2
             )
-            self._map_pane.object = (shaded * sel).opts(hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title))
+            # no legend: one entry per region (60 in a whole brain) covered the map; the region
+            # bands beside the raster name the colours
+            self._map_pane.object = (shaded * sel).opts(
+                hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title, show_legend=False)
+            )
             self._clear_map()
             return
         n = len(m["pos_a"])
@@ -295,6 +320,9 @@ class RecordingsView(TabView):
             toolbar="right",
             framewise=True,
             padding=0,
+            # Bokeh reports a wheel zoom's ranges when its level-of-detail mode ends, 500 ms after
+            # the last wheel event by default: most of a zoom's re-render time
+            backend_opts={"plot.lod_timeout": 100},
         )
         raster = raster.apply.opts(
             cmap=self.param._cmap, clim=self.param._clim, title=self.param._raster_title, xlabel=self.param._time_label

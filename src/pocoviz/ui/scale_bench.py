@@ -64,6 +64,12 @@ HAS_IMAGES_JS = "() => typeof Bokeh !== 'undefined' && (" + IMAGES_JS + ")().len
 REMEMBER_JS = "() => { window.__pv_last = window.__pv_raster.data.image[0]; }"
 CHANGED_JS = "() => window.__pv_raster.data.image[0] !== window.__pv_last"
 SHAPE_JS = "() => { const a = window.__pv_raster.data.image[0]; return a.shape ? Array.from(a.shape) : [a.length]; }"
+# the raster's x and y ranges (start, end, start, end), from its plot
+RANGES_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.constructor.__name__ === 'Figure' || m.constructor.__name__ === 'Plot')
+      for (const r of m.renderers) if (r.data_source === window.__pv_raster)
+        return [m.x_range.start, m.x_range.end, m.y_range.start, m.y_range.end];
+  return [0, 0, 0, 0]; }"""
 PAINTED_JS = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 
@@ -159,37 +165,53 @@ def measure_scale_app(
             result["load_average_1min"] = os.getloadavg()[0]
             result["first_image_shape"] = page.evaluate(SHAPE_JS)
             result["server_rss_mb_opened"] = _rss_mb(proc.pid)["VmRSS"]
+            page.wait_for_timeout(4000)  # the traces and the map settle before the first gesture
             if screenshot is not None:
-                page.wait_for_timeout(1500)  # traces and map settle
                 page.screenshot(path=str(screenshot), full_page=False)
             box = page.locator(".pocoviz-raster canvas").first.bounding_box()
-            times, data_times, kinds, missed = [], [], [], 0
-            for _ in range(viewports):
+            missed = 0
+            viewport_list: list[dict[str, Any]] = []
+            noop = 0
+            while len(viewport_list) < viewports and noop < 3 * viewports:
                 page.evaluate(REMEMBER_JS)
+                before = page.evaluate(RANGES_JS)
                 cx = box["x"] + box["width"] * rng.uniform(0.25, 0.75)
                 cy = box["y"] + box["height"] * rng.uniform(0.25, 0.75)
                 page.mouse.move(cx, cy)
-                if rng.random() < 0.5:  # zoom in or out at the pointer
-                    kinds.append("zoom")
-                    page.mouse.wheel(0, float(rng.choice([-1, 1]) * rng.uniform(100, 400)))
+                if rng.random() < 0.5:  # zoom at the pointer: in more often than out (out stops at the recording's edges)
+                    kind = "zoom"
+                    page.mouse.wheel(0, float((-1 if rng.random() < 0.65 else 1) * rng.uniform(100, 400)))
                 else:  # drag by up to a third of the plot
-                    kinds.append("pan")
+                    kind = "pan"
                     page.mouse.down()
                     page.mouse.move(cx + box["width"] * rng.uniform(-0.33, 0.33), cy + box["height"] * rng.uniform(-0.33, 0.33), steps=5)
                     page.mouse.up()
                 t = time.perf_counter()
+                after = page.evaluate(RANGES_JS)
+                if np.allclose(before, after, rtol=1e-6, atol=1e-9):
+                    noop += 1  # the gesture did not move the view (a zoom out at the edges): not a viewport
+                    page.wait_for_timeout(700)
+                    continue
+                entry: dict[str, Any] = {"kind": kind}
                 try:
                     page.wait_for_function(CHANGED_JS, timeout=10_000, polling=10)
-                    data_times.append(time.perf_counter() - t)
+                    entry["data_ms"] = round((time.perf_counter() - t) * 1000, 1)
                     page.evaluate(PAINTED_JS)
-                    times.append(time.perf_counter() - t)
+                    entry["ms"] = round((time.perf_counter() - t) * 1000, 1)
+                    entry["image"] = page.evaluate(SHAPE_JS)
                 except Exception:  # no new image within 10 s (counted, not timed)
                     missed += 1
+                entry["view"] = [round(v, 2) for v in page.evaluate(RANGES_JS)]
+                viewport_list.append(entry)
                 page.wait_for_timeout(150)
+            times = [e["ms"] / 1000 for e in viewport_list if "ms" in e]
+            data_times = [e["data_ms"] / 1000 for e in viewport_list if "data_ms" in e]
+            kinds = [e["kind"] for e in viewport_list]
+            result["viewport_detail"] = viewport_list
+            result["gestures_without_effect"] = noop
             ms = np.array(times) * 1000
             result.update(
                 viewport_kinds=kinds,
-                viewport_ms=[round(v, 1) for v in ms],
                 viewport_p50_ms=round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
                 viewport_p95_ms=round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
                 viewport_data_p50_ms=round(float(np.percentile(data_times, 50)) * 1000, 1) if data_times else None,

@@ -1,0 +1,34 @@
+"""The Recordings tab on a chunked whole-brain-layout store (small here: 3,000 units × 1,200
+frames, opened lazily), driven by pocoviz.ui.scale_bench in headless Chromium: the raster opens,
+follows random pans and zooms with a new window each time (never more than about twice the cells
+asked for), and the server logs no error and nothing leaves loopback. Timings are reported by
+``pocoviz bench --only scale``, not asserted here."""
+
+from __future__ import annotations
+
+import pytest
+
+from pocoviz.controllers.recordings import RASTER_COLS, RASTER_ROWS
+
+pytestmark = pytest.mark.ui
+
+
+def test_the_raster_follows_pans_and_zooms_of_a_lazily_opened_store(tmp_path, monkeypatch):
+    from pocoviz.recordings.wholebrain import write_wholebrain
+    from pocoviz.ui.scale_bench import measure_scale_app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_wholebrain(data / "brain.zarr", units=3000, frames=1200, seed=3)
+    monkeypatch.setenv("POCOVIZ_LAZY_BYTES", "1000000")  # open it lazily (it is 14 MB)
+    out = measure_scale_app(data, "brain.zarr", viewports=6, seed=1)
+    assert out["units"] == 3000 and out["open_s"] > 0
+    # the first window: 1200 frames x 3000 units at >= 500 x 256 cells and < 2x that per axis
+    rows, cols = out["first_image_shape"]
+    assert RASTER_ROWS <= rows < 2 * RASTER_ROWS and cols <= 2 * RASTER_COLS, out["first_image_shape"]
+    views = out["viewport_detail"]
+    assert len(views) == 6 and out["viewport_missed"] == 0, views
+    assert all("ms" in v and v["image"][0] <= 2 * RASTER_ROWS and v["image"][1] <= 2 * RASTER_COLS for v in views), views
+    assert len({tuple(v["view"]) for v in views}) == 6  # six different viewports, each redrawn
+    assert out["server_errors"] == 0 and out["external_requests"] == 0
+    assert out["server_rss_mb"] > 0
