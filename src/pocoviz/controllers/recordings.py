@@ -194,8 +194,9 @@ def stored_bands(ds: xr.Dataset) -> list[RegionBand]:
     return [RegionBand(str(regions[a]), int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def raster_window(prep: PreparedSession, x_range: tuple | None, y_range: tuple | None, reduce: str = "mean",
-                  max_cols: int = RASTER_COLS, max_rows: int = RASTER_ROWS) -> tuple[RasterWindow, tuple[float, float, float, float]]:
+def raster_window(
+    prep: PreparedSession, x_range: tuple | None, y_range: tuple | None, reduce: str = "mean", max_cols: int = RASTER_COLS, max_rows: int = RASTER_ROWS
+) -> tuple[RasterWindow, tuple[float, float, float, float]]:
     """The raster's cells for the viewport ``x_range`` (the time axis: seconds, or frames) ×
     ``y_range`` (display rows; None: the whole recording), and their bounds in those coordinates
     (frame f is drawn centred on its time, row r centred on r)."""  # fmt: skip

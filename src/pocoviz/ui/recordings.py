@@ -239,9 +239,7 @@ class RecordingsView(TabView):
             )
             # no legend: one entry per region (60 in a whole brain) covered the map; the region
             # bands beside the raster name the colours
-            self._map_pane.object = (shaded * sel).opts(
-                hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title, show_legend=False)
-            )
+            self._map_pane.object = (shaded * sel).opts(hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title, show_legend=False))
             self._clear_map()
             return
         n = len(m["pos_a"])
@@ -324,9 +322,7 @@ class RecordingsView(TabView):
             # the last wheel event by default: most of a zoom's re-render time
             backend_opts={"plot.lod_timeout": 100},
         )
-        raster = raster.apply.opts(
-            cmap=self.param._cmap, clim=self.param._clim, title=self.param._raster_title, xlabel=self.param._time_label
-        )
+        raster = raster.apply.opts(cmap=self.param._cmap, clim=self.param._clim, title=self.param._raster_title, xlabel=self.param._time_label)
         self._tap = hv.streams.Tap(source=raster, x=None, y=None)
         self._tap.add_subscriber(self._on_tap)
         self._raster_range.add_subscriber(self._on_range)
