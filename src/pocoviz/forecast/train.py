@@ -176,7 +176,11 @@ def fit(
 
 
 def _validation(model: Forecaster, corpus: ForecastCorpus, cfg: TrainConfig, device: torch.device) -> EvalReport:
-    return evaluate(model, corpus, "val", batch_size=cfg.eval_batch_size, device=device)
+    rep = evaluate(model, corpus, "val", batch_size=cfg.eval_batch_size, device=device)
+    # chunked recordings: the validation bands are not needed until the next validation (training
+    # reads its own), so they do not stay in memory through the training steps
+    corpus.cache.clear()
+    return rep
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
