@@ -594,7 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     p.add_argument("--shared-data", default=None, help="folder with the real recordings (default ../shared/data)")
     p.add_argument("--out", default=None, help="also write the JSON here")
-    p.add_argument("--only", default=None, help="comma-separated sections: recordings, forecast, embeddings, ensembles, seqmem, limits, app")
+    p.add_argument(
+        "--only", default=None,
+        help="comma-separated sections: recordings, forecast, embeddings, ensembles, seqmem, limits, app (these by default), "
+        "scale (whole-brain size: writes 2.1 GB, minutes)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-assets", help="write the shipped demo assets (corpus, then pretrained models)")
