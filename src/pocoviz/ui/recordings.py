@@ -162,6 +162,7 @@ class RecordingsView(TabView):
             self._syncing = False
         if snap.reduce != self._raster_pipe.data[1]:
             self._raster_pipe.send((snap.prepared, snap.reduce))
+            self._set_ranges(self._raster_pane, x=tuple(self._xlim), y=tuple(self._ylim))  # the same viewport
         n = len(snap.prepared.order)
         rows = snap.rows if snap.rows is not None else (-0.5, n - 0.5)
         moved = {}
@@ -177,8 +178,11 @@ class RecordingsView(TabView):
             current = self._raster_range.y_range
             if current is None or not np.allclose(sorted(current), rows, atol=1e-3 * n):
                 moved["y_range"] = rows
-        if moved:
+        if moved:  # a window or rows set from the controller (boxes, find, a link), not by a pan
+            # the figure's ranges too, after its new image: HoloViews set them to the overlay's
+            # extent, which the band lines make the whole recording
             self._raster_range.event(**moved)
+            self._set_ranges(self._raster_pane, x=moved.get("x_range"), y=moved.get("y_range"))
 
     #: the traces' time axis follows a pan this long after the raster's new window was sent, so that
     #: the browser paints the raster first (redrawing 8 traces of 7,879 frames took it ~0.5 s here)
@@ -376,7 +380,8 @@ class RecordingsView(TabView):
 
     @staticmethod
     def _band_lines(data: dict | None) -> hv.HLines:
-        return hv.HLines(list(data["boundaries"]) if data else [], kdims=["row"]).opts(color="black", line_width=1, alpha=0.6)
+        # apply_ranges=False: the lines span every row, and the raster's ranges follow its window
+        return hv.HLines(list(data["boundaries"]) if data else [], kdims=["row"]).opts(color="black", line_width=1, alpha=0.6, apply_ranges=False)
 
     def _bands(self, data: dict | None) -> hv.Overlay:
         rects = data["rects"] if data else []
