@@ -35,7 +35,7 @@ import param
 import xarray as xr
 
 from pocoviz.forecast.unit_subset import forecast_units, forecasts_units_apart
-from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError, resolve_in_data_dir
+from pocoviz.recordings import CONTEXT_LENGTH, PREDICTION_LENGTH, RecordingError, is_lazy, resolve_in_data_dir
 from pocoviz.recordings.preprocess import split_indices, zscore
 from pocoviz.recordings.raster import RegionBand
 
@@ -138,11 +138,6 @@ class Recording:
 
 #: recordings prepared for playback, shared by every browser session
 RECORDINGS: LRUCache[Recording] = LRUCache(6, name="forecast recordings")
-
-
-def is_lazy(ds: xr.Dataset) -> bool:
-    """Whether a recording's ``activity`` is Dask-backed (opened lazily, read chunk by chunk)."""
-    return hasattr(ds["activity"].data, "dask")
 
 
 def recording_path(ds: xr.Dataset, source: str = "", data_dir: str | os.PathLike | None = None) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 import param
 import xarray as xr
 
-from pocoviz.recordings import RecordingError, duplicate_labels, sort_units_by_region
+from pocoviz.recordings import RecordingError, duplicate_labels, is_lazy, sort_units_by_region
 from pocoviz.recordings.raster import RegionBand
 from pocoviz.recordings.rasterwindow import RasterSource, RasterWindow, has_pyramid
 from pocoviz.recordings.schema import POSITION_COORDS, REQUIRED_ATTRS
@@ -156,28 +156,10 @@ def prepare_session(key: tuple, ds: xr.Dataset, name: str = "") -> PreparedSessi
     return prepared
 
 
-#: chunked corpora opened by this tab, lazily when large (SOURCE_CACHE loads every session into memory)
-CHUNKED_SOURCES: LRUCache[dict[str, xr.Dataset]] = LRUCache(4, name="chunked sources")
-
-
 def load_sessions(key: str, data_dir: Any) -> dict[str, xr.Dataset]:
-    """Sessions of a source: chunked stores (Zarr, netCDF) as :func:`pocoviz.recordings.open_corpus`
-    opens them (Dask-backed ``activity`` when large: never loaded here), anything else from
-    :data:`SOURCE_CACHE`; raises RecordingError."""
-    if key != "demo" and data_dir is not None:
-        from pocoviz.recordings import corpus_sessions, open_corpus, resolve_in_data_dir
-        from pocoviz.recordings.io import detect_format_or_none
-
-        path = resolve_in_data_dir(key, data_dir)
-        if path.suffix == ".zarr" or detect_format_or_none(path) in ("zarr", "zarr-array", "netcdf"):
-            stamp = (str(path), path.stat().st_mtime)
-            return CHUNKED_SOURCES.get_or_create(stamp, lambda: corpus_sessions(open_corpus(path, data_dir=data_dir)))
+    """Sessions of a source (:data:`SOURCE_CACHE`: chunked stores too large for memory stay
+    Dask-backed); raises RecordingError."""
     return SOURCE_CACHE.load(key, data_dir)
-
-
-def is_lazy(ds: xr.Dataset) -> bool:
-    """Whether the recording's activity is Dask-backed (opened lazily from chunked storage)."""
-    return hasattr(ds["activity"].data, "dask")
 
 
 def stored_bands(ds: xr.Dataset) -> list[RegionBand]:

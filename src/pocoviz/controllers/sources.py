@@ -13,7 +13,7 @@ from pathlib import Path
 import xarray as xr
 
 from pocoviz.assets import ASSETS, DEMO_FILE, assets_dir  # noqa: F401  (re-exported)
-from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, open_corpus, resolve_in_data_dir
+from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, is_lazy, open_corpus, resolve_in_data_dir
 from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
 
 from .cache import LRUCache
@@ -107,7 +107,8 @@ def _load_uncached(key: str, path: Path, data_dir) -> dict[str, xr.Dataset]:
         tree = open_corpus(path, data_dir=data_dir)
     sessions = corpus_sessions(tree)
     for ds in sessions.values():
-        ds.load()
+        if not is_lazy(ds):  # chunked stores too large for memory stay Dask-backed (read by window)
+            ds.load()
     return sessions
 
 

@@ -18,7 +18,8 @@ import xarray as xr
 
 from ..recordings import RecordingError, corpus_sessions
 from ..recordings.preprocess import CONTEXT_LENGTH, PREDICTION_LENGTH, Split
-from ..recordings.windows import DEFAULT_CACHE_BYTES, BandCache, WindowDataset, is_lazy
+from ..recordings.schema import is_lazy
+from ..recordings.windows import DEFAULT_CACHE_BYTES, BandCache, WindowDataset
 from .base import SessionInfo
 
 #: unit-windows per evaluation batch (bounds the memory of per-unit hidden layers)

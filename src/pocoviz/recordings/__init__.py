@@ -25,7 +25,7 @@ from .preprocess import (
     zscore,
 )
 from .raster import aggregate_raster, sort_units_by_region
-from .schema import RecordingError, as_recording, duplicate_labels, label_duplicate_mask, make_recording, summarize, validate
+from .schema import RecordingError, as_recording, duplicate_labels, is_lazy, label_duplicate_mask, make_recording, summarize, validate
 from .species import same_species, species_key
 from .synthetic import SPECIES_PRESETS, make_demo_corpus, make_session
 
@@ -55,6 +55,7 @@ __all__ = [
     "corpus_sessions",
     "detect_format",
     "duplicate_labels",
+    "is_lazy",
     "label_duplicate_mask",
     "make_demo_corpus",
     "make_recording",

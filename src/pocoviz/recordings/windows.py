@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from .io import corpus_sessions
 from .preprocess import CONTEXT_LENGTH, PATCH_LENGTH, PREDICTION_LENGTH, SPLIT_FRACTIONS, SPLITS, Split, split_indices
 from .preprocess import zscore as zscore_recording
-from .schema import RecordingError
+from .schema import RecordingError, is_lazy
 
 #: bytes of activity bands a :class:`BandCache` keeps by default (per process)
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -51,12 +51,6 @@ def _as_sessions(data: xr.Dataset | xr.DataTree | Sequence[xr.Dataset]) -> tuple
 # --------------------------------------------------------------------------------------------
 # chunked (lazy) activity: time bands read on demand through a bounded cache
 # --------------------------------------------------------------------------------------------
-
-
-def is_lazy(data: xr.Dataset | xr.DataArray) -> bool:
-    """True when a recording's ``activity`` is a chunked (Dask-backed) array, not in memory."""
-    da = data["activity"] if isinstance(data, xr.Dataset) else data
-    return da.chunks is not None
 
 
 class BandCache:
