@@ -69,3 +69,17 @@ def test_a_links_clamped_settings_are_shown(data_dir):
     messages = view.controller.apply_url({"rec_src": "fly_a.nc", "rec_n": "400"})
     assert messages == ["rec_n=400 is above 40; using 40"]
     assert view._notice.visible and "rec_n=400 is above 40" in view._notice.object
+
+
+def test_pans_and_zooms_stay_inside_the_recording(data_dir):
+    """Issue 16: a zoom out past the recording's edges asked for cells that do not exist and the
+    image that came back reset the axes, a second round trip; the raster's ranges are bounded by
+    the recording (frame f centred on its time, row r on r)."""
+    import holoviews as hv
+
+    view = RecordingsView(data_dir=str(data_dir))
+    view.controller.source = "fly_a.nc"
+    view.__panel__()
+    figure = hv.render(view._raster_pane.object, backend="bokeh")
+    assert figure.x_range.bounds == (-0.5 / 4.0, (200 - 0.5) / 4.0)  # 200 frames at 4 Hz
+    assert figure.y_range.bounds == (-0.5, 12 - 0.5)  # 12 units
