@@ -83,3 +83,18 @@ def test_pans_and_zooms_stay_inside_the_recording(data_dir):
     figure = hv.render(view._raster_pane.object, backend="bokeh")
     assert figure.x_range.bounds == (-0.5 / 4.0, (200 - 0.5) / 4.0)  # 200 frames at 4 Hz
     assert figure.y_range.bounds == (-0.5, 12 - 0.5)  # 12 units
+
+
+def test_a_wheel_zoom_is_reported_at_the_first_paint(data_dir):
+    """Issue 16: Bokeh reports a wheel zoom's ranges when its level-of-detail mode ends, which any
+    plot of the page ends at a paint after its lod_interval (300 ms by default) and re-checks
+    lod_timeout later (500 ms): a paint of the traces or bands during a zoom held the raster's new
+    ranges back ~0.9 s (1-2 of 20 gestures at 71k units). Every figure of the tab ends it at once."""
+    import holoviews as hv
+
+    view = RecordingsView(data_dir=str(data_dir))
+    view.controller.source = "fly_a.nc"
+    view.__panel__()
+    for pane in (view._raster_pane, view._traces_pane, view._bands_pane, view._map_pane):
+        figure = hv.render(pane.object, backend="bokeh")
+        assert (figure.lod_interval, figure.lod_timeout) == (0, 100), pane

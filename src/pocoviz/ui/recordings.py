@@ -38,6 +38,12 @@ from .theme import UNKNOWN_COLOR, region_colors
 hv.Store.set_current_backend("bokeh")  # builds hv.opts.<Element> for the bokeh backend
 
 RASTER_HEIGHT = 430
+
+#: Bokeh reports a wheel zoom's new ranges when its interactive (level-of-detail) mode ends, which
+#: any plot of the page ends at its next paint after ``lod_interval`` ms and re-checks ``lod_timeout``
+#: ms later (300 / 500 ms by default): with the defaults, a paint of the traces or bands (the server
+#: moving their axes) during a zoom held the raster's new ranges back ~0.9 s. End it at once.
+_NO_LOD_WAIT = {"plot.lod_interval": 0, "plot.lod_timeout": 100}
 BAND_WIDTH = 235
 MAP_WIDTH, MAP_HEIGHT = 460, 420
 # an invisible path: HoloViews cannot map colours on an empty Path
@@ -243,7 +249,8 @@ class RecordingsView(TabView):
             )
             # no legend: one entry per region (60 in a whole brain) covered the map; the region
             # bands beside the raster name the colours
-            self._map_pane.object = (shaded * sel).opts(hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title, show_legend=False))
+            overlay = hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, title=snap.map_title, show_legend=False, backend_opts=_NO_LOD_WAIT)
+            self._map_pane.object = (shaded * sel).opts(overlay)
             self._clear_map()
             return
         n = len(m["pos_a"])
@@ -324,7 +331,7 @@ class RecordingsView(TabView):
             padding=0,
             # Bokeh reports a wheel zoom's ranges when its level-of-detail mode ends, 500 ms after
             # the last wheel event by default: most of a zoom's re-render time
-            backend_opts={"plot.lod_timeout": 100},
+            backend_opts=_NO_LOD_WAIT,
             hooks=[self._bound_ranges],
         )
         raster = raster.apply.opts(cmap=self.param._cmap, clim=self.param._clim, title=self.param._raster_title, xlabel=self.param._time_label)
@@ -332,7 +339,7 @@ class RecordingsView(TabView):
         self._tap.add_subscriber(self._on_tap)
         self._raster_range.add_subscriber(self._on_range)
         lines = hv.DynamicMap(self._band_lines, streams=[self._bands_pipe])
-        self._raster_pane.object = (raster * lines).opts(hv.opts.Overlay(responsive=True, height=RASTER_HEIGHT))
+        self._raster_pane.object = (raster * lines).opts(hv.opts.Overlay(responsive=True, height=RASTER_HEIGHT, backend_opts=_NO_LOD_WAIT))
 
         bands = hv.DynamicMap(self._bands, streams=[self._bands_pipe]).opts(
             hv.opts.Overlay(
@@ -346,6 +353,7 @@ class RecordingsView(TabView):
                 show_frame=False,
                 title="regions",
                 framewise=True,
+                backend_opts=_NO_LOD_WAIT,
             )
         )
         self._bands_pane.object = bands
@@ -359,6 +367,7 @@ class RecordingsView(TabView):
             line_width=1.2,
             color=hv.dim("color"),
             tools=["hover"],
+            backend_opts=_NO_LOD_WAIT,
         )
         self._traces_pane.object = traces.apply.opts(yticks=self.param._trace_ticks, title=self.param._traces_title, xlabel=self.param._time_label)
         self._map_pane.object = self._new_map_dmap()
@@ -425,7 +434,7 @@ class RecordingsView(TabView):
         return (
             base.opts(color=hv.dim("color"), size=size, tools=["hover"], line_alpha=0, framewise=True)
             * sel.opts(marker="circle", size=12, fill_alpha=0, line_color="black", line_width=2, tools=["hover"], framewise=True)
-        ).opts(hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, framewise=True, toolbar="right"))
+        ).opts(hv.opts.Overlay(width=MAP_WIDTH, height=MAP_HEIGHT, framewise=True, toolbar="right", backend_opts=_NO_LOD_WAIT))
 
     # ------------------------------------------------------------------ layout
     def _build_layout(self) -> pn.viewable.Viewable:
