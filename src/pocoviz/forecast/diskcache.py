@@ -64,7 +64,7 @@ from ..recordings.preprocess import split_indices
 from .base import Forecaster
 from .data import MAX_UNIT_WINDOWS
 from .metrics import autocast_context
-from .playback import _model_device, resolve_session
+from .playback import _model_device, metrics_from_sums, resolve_session
 from .unit_subset import forecast_in_unit_slices
 
 #: cursors per block (the unit of computing, of atomic writes and of per-unit sums)
@@ -962,7 +962,7 @@ class DiskForecast:
         meaning of :meth:`RecordingForecast.metrics`); per-unit and per-region scores count the
         blocks finished on disk whose every included cursor is computed."""
         self.refresh()
-        T, U, P = self.T, self.U, self.P
+        T, P = self.T, self.P
         if split is not None and split not in self._split_ranges:
             raise ValueError(f"unknown split {split!r}; the recording has {sorted(self._split_ranges)}")
         hi = T if upto is None else max(0, min(T, int(upto) - P + 1))
@@ -984,31 +984,8 @@ class DiskForecast:
             sse_u = self._unit_sse[inside].sum(0, dtype=np.float64)
             copy_u = self._unit_copy[inside].sum(0, dtype=np.float64)
             n_u = int(self.done[np.repeat(inside, self.block)[:T]].sum())
-        n = len(sel)
-        nan = float("nan")
-        s, c = float(step.sum()), float(copy_step.sum())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out: dict[str, Any] = {
-                "n_windows": n,
-                "score": 1.0 - s / c if n and c > 0 else nan,
-                "mse": s / (n * P * U) if n else nan,
-                "copy_mse": c / (n * P * U) if n else nan,
-                "per_step_mse": step / (n * U) if n else np.full(P, nan),
-                "per_step_copy_mse": copy_step / (n * U) if n else np.full(P, nan),
-                "mae": float(abs_step.sum()) / (n * P * U) if n else nan,
-                "copy_mae": float(copy_abs_step.sum()) / (n * P * U) if n else nan,
-                "per_step_mae": abs_step / (n * U) if n else np.full(P, nan),
-                "per_step_copy_mae": copy_abs_step / (n * U) if n else np.full(P, nan),
-                "per_unit_mse": sse_u / (n_u * P) if n_u else np.full(U, nan),
-                "per_unit_score": np.where(copy_u > 0, 1.0 - sse_u / np.where(copy_u > 0, copy_u, 1.0), nan),
-                "n_windows_per_unit": n_u,
-            }
-        if self.regions is not None:
-            k = len(self._region_names)
-            rs = np.bincount(self._region_code, weights=sse_u, minlength=k + 1)[:k]
-            rc = np.bincount(self._region_code, weights=copy_u, minlength=k + 1)[:k]
-            out["region_scores"] = {r: (1.0 - float(rs[i] / rc[i]) if n_u and rc[i] > 0 else nan) for i, r in enumerate(self._region_names)}
-        return out
+        regions = None if self.regions is None else (self._region_names, self._region_code)
+        return metrics_from_sums(sse_u, copy_u, step, copy_step, abs_step, copy_abs_step, len(sel), n_unit_windows=n_u, regions=regions)
 
     def unit_scores(self) -> np.ndarray:
         """Per-unit score (U,) over the finished blocks (NaN where copy-last has no error)."""

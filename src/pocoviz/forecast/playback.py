@@ -479,7 +479,7 @@ class RecordingForecast:
         cursors computed since the last call, so a call costs O(U) plus O(BLOCK * U) per split
         range, whatever T.
         """
-        T, U, P = self.T, self.U, self.P
+        T, P = self.T, self.P
         if split is not None and split not in self._split_ranges:
             raise ValueError(f"unknown split {split!r}; the recording has {sorted(self._split_ranges)}")
         hi = T if upto is None else max(0, min(T, int(upto) - P + 1))
@@ -492,30 +492,8 @@ class RecordingForecast:
                 if b > a:
                     totals = [x + y for x, y in zip(totals, self._range_sums(a, b), strict=True)]
         sse_u, copy_u, step, copy_step, abs_step, copy_abs_step, n_arr = totals
-        n = round(float(n_arr[0]))
-        nan = float("nan")
-        s, c = float(sse_u.sum()), float(copy_u.sum())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out: dict[str, Any] = {
-                "n_windows": n,
-                "score": 1.0 - s / c if n and c > 0 else nan,
-                "mse": s / (n * P * U) if n else nan,
-                "copy_mse": c / (n * P * U) if n else nan,
-                "per_step_mse": step / (n * U) if n else np.full(P, nan),
-                "per_step_copy_mse": copy_step / (n * U) if n else np.full(P, nan),
-                "mae": float(abs_step.sum()) / (n * P * U) if n else nan,
-                "copy_mae": float(copy_abs_step.sum()) / (n * P * U) if n else nan,
-                "per_step_mae": abs_step / (n * U) if n else np.full(P, nan),
-                "per_step_copy_mae": copy_abs_step / (n * U) if n else np.full(P, nan),
-                "per_unit_mse": sse_u / (n * P) if n else np.full(U, nan),
-                "per_unit_score": np.where(copy_u > 0, 1.0 - sse_u / np.where(copy_u > 0, copy_u, 1.0), nan),
-            }
-        if self.regions is not None:
-            k = len(self._region_names)
-            rs = np.bincount(self._region_code, weights=sse_u, minlength=k + 1)[:k]
-            rc = np.bincount(self._region_code, weights=copy_u, minlength=k + 1)[:k]
-            out["region_scores"] = {r: (1.0 - float(rs[i] / rc[i]) if n and rc[i] > 0 else nan) for i, r in enumerate(self._region_names)}
-        return out
+        regions = None if self.regions is None else (self._region_names, self._region_code)
+        return metrics_from_sums(sse_u, copy_u, step, copy_step, abs_step, copy_abs_step, round(float(n_arr[0])), regions=regions)
 
     def unit_scores(self) -> np.ndarray:
         """Per-unit score (U,) over every computed window (NaN where copy-last has no error)."""
@@ -569,3 +547,42 @@ class RecordingForecast:
             f"RecordingForecast(model={self.name!r}, session={self.session!r}, T={self.T}, U={self.U}, C={self.C}, P={self.P}, "
             f"valid={len(self.cursors)}, done={self.fraction_done:.0%})"
         )
+
+
+def metrics_from_sums(
+    sse_u: np.ndarray, copy_u: np.ndarray, step: np.ndarray, copy_step: np.ndarray, abs_step: np.ndarray,
+    copy_abs_step: np.ndarray, n: int, *, n_unit_windows: int | None = None, regions: tuple[list[str], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The metrics of :meth:`RecordingForecast.metrics` from error sums over ``n`` windows: per unit
+    (U,) squared errors of the model and of copy-last, per step (P,) squared and absolute errors of
+    both. ``n_unit_windows``: the windows the per-unit sums cover (default ``n``); ``regions``:
+    (names, code per unit, -1 or ``len(names)`` for none) adds ``region_scores``."""
+    U, P = len(sse_u), len(step)
+    n_u = n if n_unit_windows is None else n_unit_windows
+    nan = float("nan")
+    # totals from the per-unit sums when they cover every window (as the per-unit scores do), else per step
+    s, c = (float(sse_u.sum()), float(copy_u.sum())) if n_unit_windows is None else (float(step.sum()), float(copy_step.sum()))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: dict[str, Any] = {
+            "n_windows": n,
+            "score": 1.0 - s / c if n and c > 0 else nan,
+            "mse": s / (n * P * U) if n else nan,
+            "copy_mse": c / (n * P * U) if n else nan,
+            "per_step_mse": step / (n * U) if n else np.full(P, nan),
+            "per_step_copy_mse": copy_step / (n * U) if n else np.full(P, nan),
+            "mae": float(abs_step.sum()) / (n * P * U) if n else nan,
+            "copy_mae": float(copy_abs_step.sum()) / (n * P * U) if n else nan,
+            "per_step_mae": abs_step / (n * U) if n else np.full(P, nan),
+            "per_step_copy_mae": copy_abs_step / (n * U) if n else np.full(P, nan),
+            "per_unit_mse": sse_u / (n_u * P) if n_u else np.full(U, nan),
+            "per_unit_score": np.where(copy_u > 0, 1.0 - sse_u / np.where(copy_u > 0, copy_u, 1.0), nan),
+        }
+    if n_unit_windows is not None:
+        out["n_windows_per_unit"] = n_u
+    if regions is not None:
+        names, code = regions
+        k = len(names)
+        rs = np.bincount(code, weights=sse_u, minlength=k + 1)[:k]
+        rc = np.bincount(code, weights=copy_u, minlength=k + 1)[:k]
+        out["region_scores"] = {r: (1.0 - float(rs[i] / rc[i]) if n_u and rc[i] > 0 else nan) for i, r in enumerate(names)}
+    return out
