@@ -3,6 +3,7 @@ the position map and shows their traces; the separation test is reported."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -160,7 +161,8 @@ def test_a_large_selection_is_a_highlight_not_a_black_block(app_url, page, scree
 
 @pytest.fixture(scope="module")
 def shaded_url(tmp_path_factory, ui_data_dir):
-    """The app as users start it, told to draw with Datashader above 50 units (a worm session has 112)."""
+    """The app as users start it, told to draw with Datashader above 200 units (a worm session has
+    112 units, a mouse session 650)."""
     import sys
 
     from pocoviz.serving import free_port
@@ -170,36 +172,57 @@ def shaded_url(tmp_path_factory, ui_data_dir):
     port = free_port()
     cmd = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port),
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--num-threads", "2", "--liveness", "--args", "--data-dir", str(ui_data_dir)]  # fmt: skip
-    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", user_env(POCOVIZ_DATASHADE_ABOVE="50"))
+    yield from _serve(cmd, port, tmp_path_factory.mktemp("serve") / "panel.log", user_env(POCOVIZ_DATASHADE_ABOVE="200"))
+
+
+_HAS_IMAGE_JS = (
+    "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+    " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.image !== undefined) return true; return false; }"
+)
 
 
 def test_a_box_on_the_datashader_images_selects_units(shaded_url, page, screenshot_dir):
     """Issue 16: the layout and the map of many units are Datashader images (no glyph per unit),
     and a box drawn on either still selects: the selected units are marked on both and their
-    traces drawn."""
+    traces drawn. The page starts on a small session (glyphs) and switches to a large one, as a
+    user going from a worm to a whole brain does (the box once stopped selecting after that switch)."""
     page.goto(f"{shaded_url}?tab=2&emb_session=worm/worm0", wait_until="domcontentloaded")
     expect(page.locator(".pocoviz-emb-info")).to_contain_text("112", timeout=90_000)
+    page.wait_for_function("(k) => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
+                           " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.emb_x.length === 112)"
+                           " return true; return false; }", timeout=60_000)  # fmt: skip  # glyphs first
+    page.locator(".pocoviz-e-session select").select_option("mouse/mouse0")
+    expect(page.locator(".pocoviz-emb-info")).to_contain_text("650", timeout=90_000)
     scatter = page.locator(".pocoviz-emb-scatter canvas").first
     expect(scatter).to_be_visible(timeout=60_000)
-    page.wait_for_function(
-        "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
-        " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.image !== undefined) return true; return false; }",
-        timeout=60_000,
-    )  # Datashader's image
+    page.wait_for_function(_HAS_IMAGE_JS, timeout=60_000)  # Datashader's image
     page.wait_for_timeout(1500)
-    assert page.evaluate(SOURCES_JS).get("color,emb_x,emb_y", 0) == 0  # no glyph per unit
     _box_select(page, scatter, 0.15, 0.85)
     expect(page.locator(".pocoviz-emb-selection")).to_contain_text("selected", timeout=30_000)
     page.wait_for_function(
         "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)"
-        " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.emb_x.length > 0) return true;"
-        " return false; }",
+        " if (m.constructor.__name__ === 'ColumnDataSource' && m.data.emb_x !== undefined && m.data.emb_x.length > 0"
+        " && m.data.alpha === undefined) return true; return false; }",
         timeout=30_000,
     )  # the selected units drawn on the image
     sources = page.evaluate(SOURCES_JS)
     marked = sources.get("color,emb_x,emb_y", 0)
-    assert 0 < marked < 112, sources
+    assert 0 < marked < 650, sources
     assert sources.get("color,pos_x,pos_y", 0) > 0, sources  # and on the (shaded) position map
     traces = [n for k, n in sources.items() if k == "color,unit,xs,ys"]
     assert traces and 0 < max(traces) <= 8, sources
+    # the image sits where its points are: the marked units lie well inside it (the box spans
+    # 15-85 % of the canvas, which holds the title and the toolbar besides the image)
+    geometry = page.evaluate(
+        "() => { for (const doc of Bokeh.documents) for (const m of doc.all_models) {"
+        " if (!m.renderers || !m.x_range) continue; const out = {};"
+        " for (const r of m.renderers) { const d = r.data_source ? r.data_source.data : null; if (!d) continue;"
+        "   if (d.image !== undefined && d.x.length) out.image = [d.x[0], d.y[0], d.dw[0], d.dh[0]];"
+        "   if (d.emb_x !== undefined && d.alpha === undefined && d.emb_x.length) out.marks = [Array.from(d.emb_x), Array.from(d.emb_y)]; }"
+        " if (out.image && out.marks) return out; } return null; }"
+    )  # the layout's figure: its image and the marks on it
+    x0, y0, dw, dh = geometry["image"]
+    fx = (np.asarray(geometry["marks"][0]) - x0) / dw
+    fy = 1 - (np.asarray(geometry["marks"][1]) - y0) / dh
+    assert fx.min() > 0.05 and fx.max() < 0.95 and fy.min() > 0.05 and fy.max() < 0.95, (geometry["image"], fx.min(), fx.max(), fy.min(), fy.max())
     page.screenshot(path=screenshot_dir / "embeddings_datashader_selection.png", full_page=True)
