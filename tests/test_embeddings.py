@@ -180,3 +180,35 @@ def test_session_embeddings_add_the_mean_unit_embedding():
     s = model.session_emb.weight.detach().numpy()
     np.testing.assert_allclose(se["embedding"].values[0], s[0] + u[:4].mean(0), rtol=1e-6)
     np.testing.assert_allclose(se["embedding"].values[1], s[1] + u[4:].mean(0), rtol=1e-6)
+
+
+def test_stratified_sample_keeps_every_label_and_its_share():
+    from pocoviz.embeddings.separation import MIN_PER_LABEL, stratified_sample
+
+    codes = np.repeat([0, 1, 2], [9000, 990, 10])
+    rows = stratified_sample(codes, 1000, seed=3)
+    counts = np.bincount(codes[rows], minlength=3)
+    assert np.all(np.diff(rows) > 0) and len(set(rows)) == len(rows)
+    assert counts[0] == 900 and counts[1] == 99 and counts[2] == MIN_PER_LABEL  # shares kept; a rare label keeps all of its 10
+    np.testing.assert_array_equal(stratified_sample(codes, 10_000), np.arange(10_000))  # small enough: every row
+    np.testing.assert_array_equal(stratified_sample(codes, 1000, seed=3), rows)  # seeded
+
+
+def test_sampled_separation_estimates_the_full_silhouette_without_an_n_by_n_matrix():
+    """A whole brain's table (tens of thousands of units) is scored on a stratified sample: the
+    estimate is close to the silhouette over every unit, and the null is drawn on the sample."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1.5, (4, 16))
+    labels = np.repeat(["a", "b", "c", "d"], [1500, 1000, 700, 300])
+    x = centres[np.searchsorted(["a", "b", "c", "d"], labels)] + rng.normal(size=(3500, 16))
+    full = silhouette_score(x, labels)
+    sep = region_separation(x, labels, n_shuffles=50, seed=0, max_units=600)
+    assert sep["n"] == 3500 and 590 <= sep["n_used"] <= 610
+    assert sep["score"] == pytest.approx(full, abs=0.03) and sep["score"] > sep["null_p95"]
+    everything = region_separation(x, labels, n_shuffles=50, seed=0, max_units=10_000)
+    assert everything["n_used"] == 3500 and everything["score"] == pytest.approx(full, abs=1e-12)
+    matrix = region_distance_matrix(x, labels, normalise=False, max_units=600).values
+    exact = region_distance_matrix(x, labels, normalise=False, max_units=10_000).values
+    np.testing.assert_allclose(matrix, exact, rtol=0.03)
+    grouped = region_separation(x, labels, groups=np.arange(3500) % 2, n_shuffles=20, seed=0, max_units=400)
+    assert 780 <= grouped["n_used"] <= 820 and grouped["groups"] == ["0", "1"]

@@ -16,6 +16,7 @@ No panel, holoviews or bokeh here (``tests/test_layering.py``).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -28,11 +29,12 @@ import param
 import xarray as xr
 
 from pocoviz.assets import assets_dir
+from pocoviz.recordings.rasterwindow import read_units
 
 from .base import Controller
 from .cache import LRUCache
 from .models import LOADED_MODELS, list_models, model_path
-from .sources import SOURCE_CACHE
+from .sources import find_sessions
 from .urlstate import UrlField, UrlValueError
 
 #: checkpoint kinds with a unit-embedding table
@@ -283,6 +285,7 @@ class EmbeddingsController(Controller):
         self._state: _TableState | None = None
         self._error = ""
         self._selected: list[int] = []
+        self._read_traces: tuple | None = None  # (state, rows, {trace index: activity}) of the last traces read
         self._writing_selection = False
         self._url_messages: list[str] = []
         self._revision = dict.fromkeys(("table", "layout", "colour", "selection", "map", "separation", "sessions"), 0)
@@ -327,9 +330,12 @@ class EmbeddingsController(Controller):
         self.changed()
 
     # ------------------------------------------------------------------ checkpoint and sessions
-    def _model_stamp(self, key: str) -> tuple:
+    def _card(self, key: str) -> Path | None:
         path = model_path(key, self.data_dir)
-        card = Path(str(path) + ".json") if isinstance(path, Path) else None
+        return Path(str(path) + ".json") if isinstance(path, Path) else None
+
+    def _model_stamp(self, key: str) -> tuple:
+        card = self._card(key)
         return (self.data_dir, key, card.stat().st_mtime if card is not None and card.exists() else None)
 
     def _on_model(self, event: Any = None) -> None:
@@ -343,11 +349,7 @@ class EmbeddingsController(Controller):
             return
         self._model_obj, self._model_key_stamp = model, stamp
         names = [s.name for s in model.sessions]
-        try:
-            demo = SOURCE_CACHE.load("demo", None)
-            self._all_recordings = {k: v for k, v in demo.items() if k in set(names)}
-        except Exception:
-            self._all_recordings = {}
+        self._all_recordings = find_sessions({s.name: s.n_units for s in model.sessions}, self.data_dir, self._trained_on(key))
         self._sessions = self._session_vectors(model)
         self._revision["sessions"] += 1
         self.param.session.objects = [ALL, *names]
@@ -355,6 +357,17 @@ class EmbeddingsController(Controller):
             self.session = ALL  # the session watcher loads the table
         else:
             self._load_table()
+
+    def _trained_on(self, key: str) -> list[str]:
+        """The data a checkpoint under the data directory was trained and fine-tuned on, as its
+        card records it (where to look for its sessions' recordings first)."""
+        card = self._card(key)
+        try:
+            training = json.loads(card.read_text())["training"] if card is not None else {}
+            data = list(training.get("data") or []) + list((training.get("finetune") or {}).get("data") or [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+        return [d for d in data if isinstance(d, str)]
 
     def _on_session(self, event: Any = None) -> None:
         self._load_table()
@@ -718,16 +731,26 @@ class EmbeddingsController(Controller):
         emb = st.emb
         rows = self._selected[:MAX_TRACES]
         names = label_names(emb, rows)  # only the units whose traces are drawn
+        sessions = emb["session"].values[rows].astype(str)
+        units = emb["unit_index"].values[rows].astype(int)
+        cached = self._read_traces
+        columns: dict[int, np.ndarray] = cached[2] if cached is not None and cached[0] is st and cached[1] == tuple(rows) else {}
+        if not columns:  # read once per selection (snapshots come at every job's progress)
+            for session in dict.fromkeys(sessions.tolist()):  # one read per session (a whole brain's store: only the chunks needed)
+                rec = st.recordings.get(session)
+                if rec is not None:
+                    at = np.flatnonzero(sessions == session)
+                    block = read_units(rec, units[at])
+                    columns.update({int(k): block[:, j] for j, k in enumerate(at)})
+            self._read_traces = (st, tuple(rows), columns)
         out = []
         for k, row in enumerate(rows):
-            session = str(emb["session"].values[row])
-            rec = st.recordings.get(session)
-            if rec is None:
+            if k not in columns:
                 continue
-            unit = int(emb["unit_index"].values[row])
-            act = np.asarray(rec["activity"].values[:, unit], dtype=float)
+            rec = st.recordings[sessions[k]]
+            act = columns[k].astype(float)
             t = np.arange(len(act)) / float(rec.attrs.get("sampling_rate_hz", 1.0))
-            out.append(Trace(row, f"{session} {names[k] or f'#{unit}'}", str(groups[row]), t, act))
+            out.append(Trace(row, f"{sessions[k]} {names[k] or f'#{units[k]}'}", str(groups[row]), t, act))
         return tuple(out)
 
     def _progress(self) -> dict[str, tuple[float | None, str]]:

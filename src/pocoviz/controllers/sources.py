@@ -7,13 +7,13 @@ Nothing outside the data directory is listed or opened: every path goes through
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import xarray as xr
 
 from pocoviz.assets import ASSETS, DEMO_FILE, assets_dir  # noqa: F401  (re-exported)
-from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, is_lazy, open_corpus, resolve_in_data_dir
+from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, is_lazy, open_corpus, resolve_in_data_dir, session_key
 from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
 
 from .cache import LRUCache
@@ -114,3 +114,44 @@ def _load_uncached(key: str, path: Path, data_dir) -> dict[str, xr.Dataset]:
 
 #: corpora loaded by any browser session of this process
 SOURCE_CACHE = SourceCache()
+
+
+def find_sessions(units: Mapping[str, int], data_dir: str | os.PathLike | None, hints: Iterable[str] = ()) -> dict[str, xr.Dataset]:
+    """The recordings of the sessions ``units`` names (``{name: unit count}``, a model's
+    "dataset/session" names), as ``{name: dataset}``: looked for in the demo corpus, then in the
+    data directory's recordings (``hints`` first: paths such as those a checkpoint was trained on,
+    relative to the data directory or inside it), matched by :func:`pocoviz.recordings.session_key`
+    and unit count. The search stops when every session is found; sessions found nowhere are left
+    out, and files that cannot be read are skipped."""
+    wanted = {session_key(name): name for name in units}
+    found: dict[str, xr.Dataset] = {}
+
+    def take(source: str) -> None:
+        try:
+            sessions = SOURCE_CACHE.load(source, data_dir)
+        except (RecordingError, OSError, ValueError):
+            return
+        for key, ds in sessions.items():
+            name = wanted.get(session_key(key))
+            if name is not None and name not in found and ds.sizes.get("unit") == units[name]:
+                found[name] = ds
+
+    take("demo")
+    if len(found) == len(wanted) or data_dir is None:
+        return found
+    listed = [key for key in list_sources(data_dir).values() if key != "demo"]
+    root = Path(data_dir).resolve()
+    first = []
+    for hint in hints:
+        path = Path(hint)
+        try:
+            rel = str(path.resolve().relative_to(root)) if path.is_absolute() else str(path)
+        except ValueError:
+            continue
+        if rel in listed and rel not in first:
+            first.append(rel)
+    for source in first + [key for key in listed if key not in first]:
+        take(source)
+        if len(found) == len(wanted):
+            break
+    return found

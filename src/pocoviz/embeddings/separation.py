@@ -2,7 +2,11 @@
 the region-by-region distance matrix of POCO's embedding analysis (spec ``poco.md`` §6).
 
 All functions take embeddings ``x`` of shape (n, d) (NumPy or torch) and one label per row, and
-run in torch on the CPU in float64 (they are cheap next to the layouts: n ≤ a few ten thousand).
+run in torch on the CPU in float64. :func:`silhouette_score` uses every row (an n × n distance
+matrix); :func:`region_separation` and :func:`region_distance_matrix` take at most ``max_units``
+rows per group, a random sample stratified by label when there are more (as scikit-learn's
+``silhouette_score(sample_size=...)`` does), so that a whole brain (70,000 units: a 40 GB distance
+matrix) costs what 2,000 units do.
 
 Examples
 --------
@@ -85,6 +89,29 @@ def silhouette_score(x: Any, labels: Sequence[Any], metric: Metric = "euclidean"
     return float(_silhouettes(d, onehot)[0])
 
 
+#: rows per group above which the separation test and the distance matrix use a stratified sample
+MAX_UNITS = 2000
+#: a label keeps at least this many rows in a sample (all of them when it has fewer)
+MIN_PER_LABEL = 10
+
+
+def stratified_sample(codes: np.ndarray, max_units: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices: all rows when there are at most ``max_units``, otherwise a random sample
+    of about ``max_units`` in which each label keeps its share (at least ``MIN_PER_LABEL`` rows,
+    or all of a smaller label's)."""
+    codes = np.asarray(codes)
+    n = len(codes)
+    if n <= max_units:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    out = []
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        take = min(len(rows), max(MIN_PER_LABEL, round(max_units * len(rows) / n)))
+        out.append(rng.choice(rows, take, replace=False))
+    return np.sort(np.concatenate(out))
+
+
 def _summary(score: float, null_arr: np.ndarray, n: int, names: Sequence[str], metric: str) -> dict[str, Any]:
     n_shuffles = len(null_arr)
     sd = float(null_arr.std(ddof=1)) if n_shuffles > 1 else float("nan")
@@ -124,71 +151,90 @@ def region_separation(
     seed: int = 0,
     metric: Metric = "euclidean",
     batch: int = 16,
+    max_units: int = MAX_UNITS,
 ) -> dict[str, Any]:
     """The silhouette of ``labels`` against a null of shuffled labels (same label counts).
 
     With ``groups`` (e.g. the session of each unit) the silhouette is computed within each group
     that has at least two labels, labels are shuffled within groups, and score and null are the
-    means over groups (spec §6 compares regions within sessions).
+    means over groups (spec §6 compares regions within sessions). A group of more than
+    ``max_units`` rows is scored on a random sample of them, stratified by label
+    (:func:`stratified_sample`, seeded by ``seed``); the null is drawn on the same sample.
 
     Returns ``score``; ``null`` (n_shuffles,); ``null_mean``, ``null_sd``, ``null_p95``; ``p_value``
-    = (1 + #null ≥ score) / (1 + n_shuffles); ``z`` = (score − null mean) / null sd; ``n``,
-    ``labels`` (the distinct labels) and, with groups, ``groups`` (those used).
+    = (1 + #null ≥ score) / (1 + n_shuffles); ``z`` = (score − null mean) / null sd; ``n`` (all
+    rows), ``n_used`` (the rows scored), ``labels`` (the distinct labels) and, with groups,
+    ``groups`` (those used).
     """
     if n_shuffles < 1:
         raise ValueError("n_shuffles must be ≥ 1")
-    d = pairwise_distances(x, metric)
-    n = d.shape[0]
+    t = _as_tensor(x)
+    n = t.shape[0]
     names, codes = _codes(labels, n)
     gen = torch.Generator().manual_seed(int(seed))
     if groups is None:
         if len(names) < 2:
             raise ValueError("a silhouette needs at least two labels")
-        score, null = _separation_one(d, codes, len(names), n_shuffles, gen, batch)
-        return _summary(score, null, n, names, metric)
+        rows = stratified_sample(codes, max_units, seed)
+        present, local = np.unique(codes[rows], return_inverse=True)
+        score, null = _separation_one(pairwise_distances(t[torch.as_tensor(rows)], metric), local, len(present), n_shuffles, gen, batch)
+        out = _summary(score, null, n, names, metric)
+        out["n_used"] = len(rows)
+        return out
     gnames, gcodes = _codes(groups, n)
-    scores, nulls, used = [], [], []
+    scores, nulls, used, n_used = [], [], [], 0
     for g, gname in enumerate(gnames):
         rows = np.flatnonzero(gcodes == g)
-        sub = codes[rows]
-        present, local = np.unique(sub, return_inverse=True)
+        rows = rows[stratified_sample(codes[rows], max_units, seed)]
+        present, local = np.unique(codes[rows], return_inverse=True)
         if len(present) < 2:
             continue
-        idx = torch.as_tensor(rows)
-        score, null = _separation_one(d[idx][:, idx], local, len(present), n_shuffles, gen, batch)
+        score, null = _separation_one(pairwise_distances(t[torch.as_tensor(rows)], metric), local, len(present), n_shuffles, gen, batch)
         scores.append(score)
         nulls.append(null)
         used.append(str(gname))
+        n_used += len(rows)
     if not scores:
         raise ValueError("no group holds two labels: no silhouette")
     out = _summary(float(np.mean(scores)), np.mean(nulls, axis=0), n, names, metric)
+    out["n_used"] = n_used
     out["groups"] = used
     out["group_scores"] = dict(zip(used, (float(v) for v in scores)))
     return out
 
 
 def region_distance_matrix(
-    x: Any, labels: Sequence[Any], *, groups: Sequence[Any] | None = None, metric: Metric = "euclidean", normalise: bool = True
+    x: Any,
+    labels: Sequence[Any],
+    *,
+    groups: Sequence[Any] | None = None,
+    metric: Metric = "euclidean",
+    normalise: bool = True,
+    max_units: int = MAX_UNITS,
+    seed: int = 0,
 ) -> xr.DataArray:
     """Mean pairwise distance between the embeddings of every pair of labels (spec §6).
 
     Within a label, self-pairs are excluded. With ``groups`` only pairs within the same group
     (session) count: distances are summed over groups and divided by the number of such pairs.
-    With ``normalise`` each row is min-max scaled to [0, 1], as the POCO analysis does before
-    averaging over seeds; a region closer to itself than to the others then has 0 on the diagonal.
-    Returns a DataArray (``region``, ``region_to``).
+    A group of more than ``max_units`` rows contributes a random sample of them, stratified by
+    label (:func:`stratified_sample`): each label's mean distances are then estimated from its
+    sampled rows. With ``normalise`` each row is min-max scaled to [0, 1], as the POCO analysis
+    does before averaging over seeds; a region closer to itself than to the others then has 0 on
+    the diagonal. Returns a DataArray (``region``, ``region_to``).
     """
-    d = pairwise_distances(x, metric)
-    names, codes = _codes(labels, d.shape[0])
+    t = _as_tensor(x)
+    names, codes = _codes(labels, t.shape[0])
     k = len(names)
-    onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), k).to(d.dtype)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), k).to(t.dtype)
     gcodes = np.zeros(len(codes), np.int64) if groups is None else _codes(groups, len(codes))[1]
-    sums = torch.zeros((k, k), dtype=d.dtype)
-    pairs = torch.zeros((k, k), dtype=d.dtype)
+    sums = torch.zeros((k, k), dtype=t.dtype)
+    pairs = torch.zeros((k, k), dtype=t.dtype)
     for g in np.unique(gcodes):
-        idx = torch.as_tensor(np.flatnonzero(gcodes == g))
+        rows = np.flatnonzero(gcodes == g)
+        idx = torch.as_tensor(rows[stratified_sample(codes[rows], max_units, seed)])
         oh = onehot[idx]
-        sums += oh.T @ d[idx][:, idx] @ oh
+        sums += oh.T @ pairwise_distances(t[idx], metric) @ oh
         counts = oh.sum(0)
         pairs += counts[:, None] * counts[None, :] - torch.diag(counts)  # self-pairs excluded on the diagonal
     with np.errstate(invalid="ignore", divide="ignore"):

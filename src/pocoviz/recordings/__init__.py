@@ -15,6 +15,7 @@ from .io import (
     resolve_in_data_dir,
     save_corpus,
     save_recording,
+    session_key,
 )
 from .preprocess import (
     CONTEXT_LENGTH,
@@ -66,6 +67,7 @@ __all__ = [
     "same_species",
     "save_corpus",
     "save_recording",
+    "session_key",
     "sort_units_by_region",
     "species_key",
     "split_indices",

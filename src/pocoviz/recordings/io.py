@@ -338,6 +338,12 @@ def _safe_name(name: str) -> str:
     return s or "unnamed"
 
 
+def session_key(name: str) -> str:
+    """A session name as a corpus names its node: each ``/``-separated part made safe
+    (:func:`_safe_name`), so that ``"C. elegans/worm 1"`` and ``"C_elegans/worm_1"`` match."""
+    return "/".join(_safe_name(part) for part in str(name).split("/") if part.strip())
+
+
 def corpus_sessions(tree: xr.DataTree) -> dict[str, xr.Dataset]:
     """``{"species/session": dataset}`` for every session node of a corpus, in order."""
     return {node_path.strip("/"): node.to_dataset() for node_path, node in _leaf_datasets(tree)}

@@ -223,6 +223,37 @@ def store_path_of(ds: xr.Dataset) -> str | None:
     return None
 
 
+def read_units(ds: xr.Dataset, units: list[int] | np.ndarray, store: Any = None) -> np.ndarray:
+    """The activity (time, len(units)) of stored units ``units`` only. A lazily opened Zarr
+    recording is read straight from its store (``store``, default :func:`store_path_of`): only the
+    chunks those units lie in, without building a Dask graph over the whole array (3-5x faster for
+    a few scattered units of a whole brain); other recordings through xarray."""
+    units = np.asarray(units, dtype=int)
+    act = ds["activity"]
+    if not len(units):
+        return np.empty((int(ds.sizes["time"]), 0), np.float32)
+    if isinstance(act.data, np.ndarray):
+        return np.asarray(act.values[:, units], dtype=np.float32)
+    store = store if store is not None else store_path_of(ds)
+    arr = None
+    if store is not None:
+        import zarr
+
+        try:
+            arr = zarr.open_group(store, mode="r")["activity"]
+        except Exception:  # a bare array or no group: read through xarray
+            arr = None
+    if arr is None or tuple(arr.shape) != tuple(act.shape):
+        return np.asarray(act.isel(unit=units).values, dtype=np.float32)
+    uniq, inverse = np.unique(units, return_inverse=True)
+    lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+    if hi - lo <= 4096:
+        block = np.asarray(arr[:, lo:hi], dtype=np.float32)[:, uniq - lo]
+    else:
+        block = np.asarray(arr.get_orthogonal_selection((slice(None), uniq)), dtype=np.float32)
+    return block[:, inverse]
+
+
 def has_pyramid(ds: xr.Dataset) -> bool:
     """Whether the store the recording came from holds a pyramid (docs/wholebrain.md)."""
     store = store_path_of(ds)
@@ -401,21 +432,4 @@ class RasterSource:
 
     def unit_block(self, units: list[int] | np.ndarray) -> np.ndarray:
         """The activity (time, len(units)) of stored units ``units`` only (reads their chunks)."""
-        units = np.asarray(units, dtype=int)
-        if not len(units):
-            return np.empty((self.shape[0], 0), np.float32)
-        act = self._ds["activity"]
-        if not self.lazy:
-            return np.asarray(act.values[:, units], dtype=np.float32)
-        if self.pyramid and self.store is not None:
-            import zarr
-
-            arr = zarr.open_group(self.store, mode="r")["activity"]
-            uniq, inverse = np.unique(units, return_inverse=True)
-            lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-            if hi - lo <= 4096:
-                block = np.asarray(arr[:, lo:hi], dtype=np.float32)[:, uniq - lo]
-            else:
-                block = np.asarray(arr.get_orthogonal_selection((slice(None), uniq)), dtype=np.float32)
-            return block[:, inverse]
-        return np.asarray(act.isel(unit=units).values, dtype=np.float32)
+        return read_units(self._ds, units, self.store)

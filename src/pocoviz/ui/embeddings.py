@@ -356,7 +356,9 @@ class EmbeddingsView(TabView):
             self.separation.object = (
                 f"<b>Is it real?</b> Region silhouette <b>{sep['score']:.4f}</b> against {len(sep['null'])} label shuffles: "
                 f"null mean {sep['null_mean']:.4f}, 95th percentile {sep['null_p95']:.4f}, p = {sep['p_value']:.3f} "
-                f"(z = {sep['z']:.1f}; {sep['n']} units, {len(sep['labels'])} regions"
+                f"(z = {sep['z']:.1f}; {sep['n']} units"
+                + (f", scored on a random {sep['n_used']} of them stratified by region" if sep.get("n_used", sep["n"]) < sep["n"] else "")
+                + f", {len(sep['labels'])} regions"
                 + (f"; within each of {len(sep['groups'])} sessions, averaged" if "groups" in sep else "")
                 + f") — <b>{verdict}</b>."
             )
