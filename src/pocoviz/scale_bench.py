@@ -14,7 +14,10 @@ Each step runs in a fresh subprocess where memory matters, so that its peak RSS 
 - ``embeddings``: a torch UMAP layout of 71,721 unit embeddings (128-d, region-clustered) on this
   machine's backend device, and the Datashader image the Embeddings tab draws of them;
 - ``app``: the served app in headless Chromium: raster visible after choosing the file, pan/zoom
-  re-render latencies over 20 random viewports, server RSS after browsing.
+  re-render latencies over 20 random viewports, server RSS after browsing;
+- ``app-embeddings``: the Embeddings tab on an untrained POCO checkpoint of the store's units
+  (written beside the store once): table, Datashader layout, a box selection and its traces, the
+  region separation test.
 
 ``--quick`` runs the same steps on a 2,000 × 3,000 store (seconds), to check the machinery.
 """
@@ -153,7 +156,7 @@ def bench_scale(quick: bool = False, store: str | os.PathLike | None = None, ste
     root = Path(store) if store else _cache_dir() / "bench"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"wholebrain-{units}x{frames}-seed0.zarr"
-    steps = steps or ("synth", "open", "info", "train", "forecast", "embeddings", "app")
+    steps = steps or ("synth", "open", "info", "train", "forecast", "embeddings", "app", "app-embeddings")
     out: dict[str, Any] = {"units": units, "frames": frames, "store": str(path)}
 
     record = path.with_name(path.name + ".synth.json")
@@ -187,6 +190,13 @@ def bench_scale(quick: bool = False, store: str | os.PathLike | None = None, ste
         from pocoviz.ui.scale_bench import measure_scale_app
 
         out["app"] = _step("app", measure_scale_app, root, path.name, viewports=20, seed=0)
+    if "app-embeddings" in steps:
+        from pocoviz.ui.scale_bench import measure_embeddings_app, write_untrained_poco
+
+        card = root / "models" / f"poco-untrained-{path.stem}"
+        if not card.with_suffix(".json").exists():
+            write_untrained_poco(path, card)
+        out["app_embeddings"] = _step("app-embeddings", measure_embeddings_app, root, f"data:models/{card.name}", units)
     return out
 
 

@@ -41,3 +41,32 @@ def test_the_raster_follows_pans_and_zooms_of_a_lazily_opened_store(tmp_path):
     assert len({tuple(v["view"]) for v in views}) == 6  # six different viewports, each redrawn
     assert out["server_errors"] == 0 and out["external_requests"] == 0
     assert out["server_rss_mb"] > 0
+
+
+_EMBEDDINGS_RUN = """
+import json, sys
+from pocoviz.ui.scale_bench import measure_embeddings_app, write_untrained_poco
+data = sys.argv[1]
+write_untrained_poco(data + "/brain.zarr", data + "/models/untrained")
+print(json.dumps(measure_embeddings_app(data, "data:models/untrained", 3000, timeout_s=240)))
+"""
+
+
+def test_the_embeddings_of_a_stores_units_are_drawn_by_datashader_selected_and_traced(tmp_path):
+    """The bench's Embeddings measurement on a small store, told to use Datashader above 1,000
+    units: a checkpoint of the store's units finds its recording in the data directory, a box on
+    the image selects, the traces are read from the store, and the separation test samples."""
+    from pocoviz.recordings.wholebrain import write_wholebrain
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_wholebrain(data / "brain.zarr", units=3000, frames=600, seed=4)
+    env = {**os.environ, "POCOVIZ_LAZY_BYTES": "1000000", "POCOVIZ_DATASHADE_ABOVE": "1000", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _EMBEDDINGS_RUN, str(data)], capture_output=True, text=True, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    selected = int(out["selection"].split()[0])
+    assert 0 < selected < 3000 and "selected (" in out["selection"], out["selection"]
+    assert out["traces"] == 8 and out["image_s"] >= out["table_s"] > 0
+    assert "Region silhouette" in out["separation"] and "scored on a random" in out["separation"], out["separation"]
+    assert out["server_errors"] == 0 and out["external_requests"] == 0
