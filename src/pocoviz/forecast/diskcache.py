@@ -426,6 +426,14 @@ class DiskForecast:
         created and after each block written.
     name
         A display name (default ``model.kind``).
+    read_only
+        Open an existing entry (e.g. one of a ``pocoviz forecast`` store,
+        :mod:`pocoviz.forecast.batch`) without ever writing under ``root``: no entry is created,
+        nothing is claimed, touched, evicted or removed, and :meth:`compute` computes nothing.
+        ValueError when the entry does not exist or does not fit.
+    evict
+        Whether to bound ``root``'s size (False for a store that is not a cache: a
+        ``pocoviz forecast`` output keeps every entry).
 
     Notes
     -----
@@ -452,6 +460,8 @@ class DiskForecast:
         max_bytes: int | None = None,
         device: torch.device | str | None = None,
         name: str | None = None,
+        read_only: bool = False,
+        evict: bool = True,
     ) -> None:
         import zarr
 
@@ -467,6 +477,8 @@ class DiskForecast:
             model.to(self.device)
         self.block = int(block)
         self.unit_chunk = int(min(unit_chunk, self.U))
+        self.read_only = bool(read_only)
+        self.evicting = bool(evict) and not self.read_only
         self.root = Path(root) if root is not None else cache_root()
         self.max_bytes = max_cache_bytes() if max_bytes is None else int(max_bytes)
         self.identity = dict(identity)
@@ -535,6 +547,11 @@ class DiskForecast:
         return all(meta.get(k) == want[k] for k in ("layout", "model_checksum", "T", "U", "C", "P", "block", "unit_chunk", "session"))
 
     def _open(self, zarr: Any) -> None:
+        if self.read_only:
+            if not self._entry_ok():
+                raise ValueError(f"{self.path}: no forecast entry of this model and recording here (meta.json missing or different)")
+            self._array = zarr.open_array(str(self.path / "forecast.zarr"), mode="r")
+            return
         base = self.path.parent
         base.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not self._entry_ok():
@@ -558,12 +575,15 @@ class DiskForecast:
                 os.rename(tmp, self.path)  # atomic; another process may have won the race
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)
-            evict(self.root, self.max_bytes, keep=[self.path])
+            if self.evicting:
+                evict(self.root, self.max_bytes, keep=[self.path])
         self._array = zarr.open_array(str(self.path / "forecast.zarr"), mode="r+")
         self.touch(force=True)
 
     def touch(self, force: bool = False) -> None:
         """Mark the entry as used now (the eviction order), at most every 10 s."""
+        if self.read_only:
+            return
         now = time.time()
         if force or now - self._last_touch > 10:
             self._last_touch = now
@@ -606,6 +626,8 @@ class DiskForecast:
                 self._apply_marker(b, got)
                 n += 1
             except Exception:
+                if self.read_only:
+                    continue
                 try:
                     os.unlink(self._marker(b))
                 except OSError:
@@ -648,6 +670,8 @@ class DiskForecast:
             self._unit_copy[b] = 0
             for k in [k for k in self._chunks if k[0] == b]:
                 del self._chunks[k]
+        if self.read_only:
+            return
         try:
             os.unlink(self._marker(b))
         except OSError:
@@ -798,13 +822,13 @@ class DiskForecast:
         self._partial = None
         self._release(b)
         self.touch()
-        if self.blocks_written % 8 == 1:
+        if self.evicting and self.blocks_written % 8 == 1:
             evict(self.root, self.max_bytes, keep=[self.path])
 
     def _ensure_entry(self) -> None:
         """Open the entry again when it vanished (evicted by another process, or removed by
         hand): everything known of it is forgotten and computed again."""
-        if (self.path / "meta.json").is_file():
+        if self.read_only or (self.path / "meta.json").is_file():
             return
         import zarr
 
@@ -885,7 +909,9 @@ class DiskForecast:
         continued by the next call). ``cursors``: only the blocks holding these. ``preempt``:
         checked between unit slices of a large window (:data:`UNIT_SLICE`); when it returns True
         the window is dropped and the call returns (the units on screen need the thread). Returns
-        the number of windows computed."""
+        the number of windows computed (0 for a read-only entry)."""
+        if self.read_only:
+            return 0
         want = None
         if cursors is not None:
             want = set((np.unique(np.asarray(cursors, dtype=np.int64)) // self.block).tolist())
@@ -940,6 +966,23 @@ class DiskForecast:
                     continue
                 return b
         return None
+
+    def pending_blocks(self) -> list[int]:
+        """The blocks not finished (on disk, as far as :meth:`refresh` knows) that hold a valid cursor."""
+        self.refresh(force=True)
+        return [b for b in range(self.n_blocks) if not self.block_done[b] and self.valid[slice(*self._block_range(b))].any()]
+
+    def compute_blocks(self, blocks: Sequence[int], stop: threading.Event | None = None) -> int:
+        """Compute these blocks (those finished, or claimed by another process, are skipped);
+        returns the number of windows computed. A batch job's unit of work."""
+        want = sorted({int(b) for b in blocks})
+        bad = [b for b in want if not 0 <= b < self.n_blocks]
+        if bad:
+            raise ValueError(f"blocks {bad} out of range: the entry has {self.n_blocks} blocks of {self.block} cursors")
+        if not want:
+            return 0
+        cursors = np.concatenate([np.arange(*self._block_range(b)) for b in want])
+        return self.compute(cursors=cursors, stop=stop)
 
     def advance(self, t: int, max_windows: int, preempt: Callable[[], bool] | None = None) -> int:
         """About ``max_windows`` windows of the whole pass, nearest after cursor ``t`` first."""
