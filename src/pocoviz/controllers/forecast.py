@@ -20,6 +20,10 @@ the on-disk cache shared by every session and server process
 (:class:`~pocoviz.forecast.diskcache.DiskForecast`), and its raster is a window of the store's
 pyramid (:class:`~pocoviz.recordings.rasterwindow.RasterSource`). Recordings in memory keep the
 in-RAM :class:`~pocoviz.forecast.playback.RecordingForecast`.
+
+Forecasts that ``pocoviz forecast`` wrote into a store under the data directory
+(:mod:`pocoviz.forecast.batch`) are read from there, read-only, instead of computed, when the store
+holds the chosen model (same checksum) on the same recording file and session, complete.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pocoviz.recordings.raster import RegionBand
 from .base import Controller
 from .cache import LRUCache
 from .jobs import Job
-from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, list_models, model_path
+from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, forecast_stores, list_models, model_path
 from .recordings import PreparedSession, duplicate_labels, load_sessions, prepare_session, unit_name
 from .sources import DEMO_KEY, list_sources
 from .units import (
@@ -245,9 +249,33 @@ def _direct_array(ds: xr.Dataset, path: str | None) -> Any:
     return arr if tuple(arr.shape) == (ds.sizes["time"], ds.sizes["unit"]) and arr.dtype.kind == "f" else None
 
 
+def _stored_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> Any:
+    """The complete forecasts of ``model`` on ``rec`` that ``pocoviz forecast`` wrote into a store
+    under the data directory (:func:`pocoviz.forecast.batch.find_stored_forecast`: same model
+    checksum, same recording file and session), opened read-only; None when no store fits."""
+    stores = forecast_stores(data_dir)
+    if not stores:
+        return None
+    from pocoviz.forecast.batch import find_stored_forecast
+    from pocoviz.forecast.diskcache import path_identity
+
+    try:
+        identity = rec.identity
+        if identity is None:
+            path = recording_path(rec.ds, rec.source, data_dir)
+            identity = path_identity(path, rec.name) if path else None
+        return find_stored_forecast(model, rec.src, rec.name, identity, stores, regions=list(rec.regions), name=label)
+    except Exception:  # an unreadable store is no reason to fail: the forecasts are computed instead
+        return None
+
+
 def _make_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> Any:
-    """The forecasts of ``model`` on ``rec``: in RAM for a recording in memory, in the disk cache
+    """The forecasts of ``model`` on ``rec``: read from a ``pocoviz forecast`` store in the data
+    directory when one holds them, else in RAM for a recording in memory, in the disk cache
     (shared by every session and server process) for a lazily opened one."""
+    stored = _stored_forecast(model, rec, label, data_dir)
+    if stored is not None:
+        return stored
     if rec.lazy:
         from pocoviz.forecast.diskcache import DiskForecast, cache_root
 
@@ -666,6 +694,10 @@ class ForecastController(Controller):
             run.forecast = FORECAST_CACHE.get_or_create((run.key, run.adapted, rec.key), lambda: _make_forecast(model, rec, run.label, self.data_dir))
             run.state = "ready" if run.forecast.fraction_done >= 1 else "computing"
             run.message = ""
+            if getattr(run.forecast, "read_only", False):
+                store = run.forecast.root
+                where = store.name if self.data_dir is None else os.path.relpath(store, self.data_dir)
+                run.message = f"precomputed: read from {where} (pocoviz forecast)"
         except Exception as exc:  # a bad checkpoint must not end the session
             run.state, run.message = "error", f"{run.label}: {exc}"
 
@@ -1185,7 +1217,7 @@ class ForecastController(Controller):
         for run in self.runs:
             if run.forecast is None or not run.forecast.done.any():
                 continue
-            if rec.lazy:
+            if rec.lazy or not hasattr(run.forecast, "to_dataset"):  # on disk (the cache, or a pocoviz forecast store)
                 ds = _unit_subset_lazy(run.forecast, rec, units if units is not None else list(range(rec.U)))
             else:
                 ds = run.forecast.to_dataset() if units is None else _unit_subset(run.forecast, units)

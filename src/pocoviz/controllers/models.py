@@ -43,6 +43,17 @@ def model_path(key: str, data_dir: str | os.PathLike | None) -> str | Path:
     return key
 
 
+def forecast_stores(data_dir: str | os.PathLike | None) -> list[Path]:
+    """The ``pocoviz forecast`` stores (:func:`pocoviz.forecast.batch.is_forecast_store`) under the
+    data directory, searched as :func:`~pocoviz.controllers.sources.find_in_data_dir` does."""
+    if data_dir is None:
+        return []
+    from pocoviz.forecast.batch import is_forecast_store
+
+    root = Path(data_dir).resolve()
+    return [root / rel for rel in find_in_data_dir(root, is_forecast_store)]
+
+
 class ModelCache:
     """Loaded checkpoints (an :class:`LRUCache` keyed by path and card time). :meth:`get` returns a
     private copy, so that a view may register sessions with it or adapt it without touching other
