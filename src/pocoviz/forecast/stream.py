@@ -130,6 +130,10 @@ class WindowStream:
     block_frames
         Frames per block (default: the most whole bands, up to :data:`MAX_BLOCK_BANDS`, of which
         ``mix_blocks`` fit the cache).
+    shard
+        ``(rank, world)``: each batch holds only that rank's contiguous share of the global batch
+        (:func:`pocoviz.forecast.distributed.shard`), laid out and drawn as in the global batch
+        (the same padding width, the same unit subsets), and only its windows are read.
 
     Examples
     --------
@@ -149,9 +153,13 @@ class WindowStream:
         cache_bytes: int = DEFAULT_STREAM_CACHE_BYTES,
         mix_blocks: int = DEFAULT_MIX_BLOCKS,
         block_frames: int | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if batch_size < 1 or mix_blocks < 1 or (max_units is not None and max_units < 1):
             raise ValueError(f"batch_size, mix_blocks and max_units must be positive, got {batch_size}, {mix_blocks}, {max_units}")
+        if shard is not None and not (0 <= shard[0] < shard[1] <= batch_size):
+            raise ValueError(f"shard (rank, world) needs 0 <= rank < world <= batch_size ({batch_size}), got {shard}")
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
         self.split = split
         self.batch_size = int(batch_size)
         self.max_units = None if max_units is None else int(max_units)
@@ -188,8 +196,23 @@ class WindowStream:
 
     # -- batches -------------------------------------------------------------------------------
 
+    def _rows(self) -> slice:
+        """The rows of a global batch this stream yields (all, or its shard's)."""
+        if self.shard is None:
+            return slice(0, self.batch_size)
+        from .distributed import shard
+
+        return shard(self.batch_size, *self.shard)
+
+    def units_in_batch(self, dataset: int, batch: int) -> int:
+        """Real (window, unit) elements of the *global* batch ``batch`` of ``dataset`` (all shards)."""
+        p = self.plans[dataset]
+        counts = p.n_units[p.session[self.window_ids(dataset, batch)]]
+        return int((counts if self.max_units is None else np.minimum(counts, self.max_units)).sum())
+
     def batch(self, dataset: int, batch: int) -> Batch:
-        """Batch ``batch`` of dataset ``dataset``: as :meth:`ForecastCorpus.sample` lays it out."""
+        """Batch ``batch`` of dataset ``dataset``: as :meth:`ForecastCorpus.sample` lays it out
+        (with :attr:`shard`: this rank's rows of it, laid out as in the global batch)."""
         p = self.plans[dataset]
         ids = self.window_ids(dataset, batch)
         local, starts = p.session[ids], p.start[ids]
@@ -197,27 +220,31 @@ class WindowStream:
         widest = int(counts.max())
         mu = self.max_units
         u_max = widest if mu is None else min(widest, mu)
-        B, C, L = self.batch_size, self.context, self.context + self.horizon
+        rows = self._rows()
+        B, C, L = rows.stop - rows.start, self.context, self.context + self.horizon
         window = np.zeros((B, L, u_max), np.float32)
         mask = np.zeros((B, u_max), dtype=bool)
         index = np.zeros((B, u_max), dtype=np.int64) if mu is not None else None
         rng = np.random.default_rng([self.seed, p.index, batch, 1])
-        for r in range(B):
-            s, t, u = int(local[r]), int(starts[r]), int(counts[r])
+        for g in range(self.batch_size):
+            s, t, u = int(local[g]), int(starts[g]), int(counts[g])
+            r = g - rows.start
             src = p.sources[s]
             if mu is not None and u > mu:
-                sel = np.sort(rng.choice(u, size=mu, replace=False))
+                sel = np.sort(rng.choice(u, size=mu, replace=False))  # drawn for every row: the same subsets whatever the shard
+                if not 0 <= r < B:
+                    continue
                 src.window(t, L, cols=sel, out=window[r])
                 mask[r] = True
                 index[r] = sel
-            else:
+            elif 0 <= r < B:
                 src.window(t, L, out=window[r, :, :u])
                 mask[r, :u] = True
                 if index is not None:
                     index[r, :u] = np.arange(u)
         w = torch.from_numpy(window)
         return Batch(
-            w[:, :C], w[:, C:], torch.from_numpy(mask), torch.from_numpy(p.global_session[local]),
+            w[:, :C], w[:, C:], torch.from_numpy(mask), torch.from_numpy(p.global_session[local[rows]]),
             None if index is None else torch.from_numpy(index),
         )  # fmt: skip
 

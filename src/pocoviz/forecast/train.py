@@ -11,6 +11,10 @@ A corpus with chunked recordings (a Zarr store opened lazily), or any corpus wit
 (:class:`pocoviz.forecast.stream.WindowStream`: epochs over time blocks read through a bounded
 cache, optionally in DataLoader worker processes, the same batches whatever their number);
 in-memory data without workers keeps :meth:`ForecastCorpus.sample`.
+
+Under torchrun (:mod:`pocoviz.forecast.distributed`) the same loop runs data-parallel: every rank
+draws the global batch as one process does and trains on its share of it; the gradients are
+reduced to the one-process gradient; rank 0 validates and writes the state file.
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ import torch
 from torch import nn
 
 from ..backend import get_device
+from . import distributed
 from .base import FINETUNE_INITS, FINETUNE_MODES, Forecaster, build_model
-from .data import ForecastCorpus
+from .data import Batch, ForecastCorpus
 from .metrics import EvalReport, autocast_context, evaluate, model_session_map
 from .stream import DEFAULT_STREAM_CACHE_BYTES, WindowStream
 
 #: POCO's seed offsets (spec §1.7): numpy 233 + seed, torch 3407 + seed.
 DATA_SEED_OFFSET = 233
 TORCH_SEED_OFFSET = 3407
+#: rank r > 0 of a distributed run seeds its own torch generator (dropout, noise) this far apart
+RANK_SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -259,10 +266,18 @@ def train(
         model.eval()
         return result
 
+    # data-parallel under torchrun: `n_ranks` processes, each training on its share of the global batch
+    dist_on = distributed.active()
+    n_ranks, my_rank = distributed.world(), distributed.rank()
+    main = my_rank == 0
+    if dist_on and cfg.batch_size < n_ranks:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {n_ranks} processes: each needs a window of every dataset per step")
     groups = _param_groups(model, params, cfg.lr) if lr_scales else [{"params": params, "lr": cfg.lr}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+    # the batch generator is the same on every rank (each draws the global batch); the torch generator
+    # (dropout, noise) is the rank's own
     gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + cfg.seed)
-    torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed)
+    torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed + RANK_SEED_STRIDE * my_rank)
     # steps and the progress bar may change between a run and its resumption (extend a run); so may
     # the workers and caches of a streamed run (the same batches whatever they are)
     stream = corpus.lazy or cfg.workers > 0
@@ -274,15 +289,25 @@ def train(
     bad = 0
     start = 0
     state_file = Path(state_path) if state_path is not None else None
-    if state_file is not None and state_file.exists():
+    st: dict[str, Any] | None = None
+    if main and state_file is not None and state_file.exists():
         st = torch.load(state_file, map_location="cpu", weights_only=True)
         if st.get("fingerprint") != fingerprint:
-            raise ValueError(f"{state_file}: the saved training state belongs to different settings; delete it or choose another path")
+            st = {"error": f"{state_file}: the saved training state belongs to different settings; delete it or choose another path"}
+    # rank 0 reads the state (it alone writes it); it holds nothing that depends on the number of
+    # ranks, so a run resumes with any number
+    st = distributed.broadcast_object(st) if dist_on else st
+    if st is not None and "error" in st:
+        raise ValueError(st["error"])
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
         start, bad = int(st["step"]), int(st["bad"])
+        if main:
+            torch.set_rng_state(st["torch_rng"])
+        else:
+            torch.manual_seed(TORCH_SEED_OFFSET + cfg.seed + RANK_SEED_STRIDE * my_rank + start)
         result.history = [dict(h) for h in st["history"]]
         best_state = st["best_state"]
         result.best_step, result.best_val_mse = int(st["best_step"]), float(st["best_val_mse"])
@@ -290,6 +315,7 @@ def train(
     keep = [(p, sl, None) for p, sl in frozen_rows]
 
     def record(step: int, loss: float) -> bool:
+        """Validate, keep the best state, call back (rank 0 only); whether to go on."""
         nonlocal best_state, bad
         rep = _validation(model, corpus, cfg, device)
         entry = {"step": step, "train_loss": loss, "val_mse": _mean_dataset_mse(rep), "val_score": rep.score, "seconds": time.perf_counter() - t0}
@@ -302,10 +328,30 @@ def train(
         go_on = callback(entry) if callback is not None else None
         return go_on is not False and not (cfg.patience is not None and bad >= cfg.patience)
 
+    def decide(go_on: bool) -> bool:
+        """Rank 0's decision (go on / stop) on every rank; the other ranks wait here during its validation."""
+        return bool(distributed.broadcast_object(go_on)) if dist_on else go_on
+
+    ddp = None
+    if dist_on:
+        # DistributedDataParallel averages the gradients of `ranks x local loss` over the ranks while
+        # the backward pass runs. The local loss is this rank's part of the one-process loss (see
+        # _StepLoss), so the average is the one-process gradient; clipping and the optimiser step then
+        # see the same gradient on every rank. Unused parameters (the embeddings or per-session layers
+        # of sessions absent from a rank's share) are found in each step's graph; those unused on every
+        # rank keep no gradient, as in one process (AdamW then skips them).
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(
+            _StepLoss(model), device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )  # fmt: skip
+
     max_units = cfg.max_units if model.supports_unit_subsets else None
     steps_iter = None
+    ws: WindowStream | None = None
     if stream:
-        ws = WindowStream(corpus, "train", batch_size=cfg.batch_size, max_units=max_units, seed=DATA_SEED_OFFSET + cfg.seed, cache_bytes=cfg.cache_bytes)
+        ws = WindowStream(corpus, "train", batch_size=cfg.batch_size, max_units=max_units, seed=DATA_SEED_OFFSET + cfg.seed, cache_bytes=cfg.cache_bytes,
+                          shard=(my_rank, n_ranks) if dist_on else None)  # fmt: skip
         # batch k is a function of the seed and k: a resumed run continues with step `start`'s batches.
         # Workers start now, forks of a process that has not yet run a forward pass
         steps_iter = ws.iterate(start, workers=cfg.workers)
@@ -314,30 +360,49 @@ def train(
     n_running = 0
     step = start
     try:
-        if start == 0 and not result.history:
+        if start == 0 and not result.history and main:
             record(0, math.nan)
-        if cfg.progress:
+        if cfg.progress and main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=start, desc=f"train {model.kind}", unit="step", leave=False)
         while step < cfg.steps:
+            distributed.fault_point(step)
             model.train()
             td = time.perf_counter()
             if steps_iter is not None:
-                batches = next(steps_iter)
+                batches = next(steps_iter)  # sharded by the stream under torchrun
+                if dist_on:
+                    units = [ws.units_in_batch(d, step) for d in range(len(batches))]
             else:
                 batches = [corpus.sample(d, cfg.batch_size, gen, max_units=max_units) for d in corpus.datasets]
+                if dist_on:  # every rank draws the global batch and keeps its share
+                    units = [int(b.unit_mask.sum()) for b in batches]
+                    rows = distributed.shard(cfg.batch_size, my_rank, n_ranks)
+                    batches = [_batch_rows(b, rows) for b in batches]
             ts = time.perf_counter()
             result.data_seconds += ts - td
             saved = [(p, sl, p.detach()[_complement(p, sl)].clone()) for p, sl, _ in keep]
-            loss_total = torch.zeros((), device=device)
-            with autocast_context(device):
+            if ddp is None:
+                loss_total = torch.zeros((), device=device)
+                with autocast_context(device):
+                    for b in batches:
+                        b.session = mapping[b.session]
+                        b = b.to(device)
+                        loss_total = loss_total + model.training_loss(b.context, b.target, b.session, b.unit_mask, b.unit_index).float()
+                opt.zero_grad(set_to_none=True)
+                loss_total.backward()
+            else:
+                ddp.train()
                 for b in batches:
                     b.session = mapping[b.session]
-                    b = b.to(device)
-                    loss_total = loss_total + model.training_loss(b.context, b.target, b.session, b.unit_mask, b.unit_index).float()
-            opt.zero_grad(set_to_none=True)
-            loss_total.backward()
+                on_device = [b.to(device) for b in batches]
+                weights = [int(b.unit_mask.sum()) / max(n, 1) for b, n in zip(batches, units)]
+                with autocast_context(device):
+                    local = ddp(on_device, weights)
+                opt.zero_grad(set_to_none=True)
+                (local * n_ranks).backward()  # DDP divides the summed gradients by the number of ranks
+                loss_total = distributed.all_reduce_sum(local.detach().clone())  # the one-process loss, for the log
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
             with torch.no_grad():
@@ -347,7 +412,7 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             result.train_seconds += time.perf_counter() - ts
-            result.windows += sum(b.context.shape[0] for b in batches)
+            result.windows += cfg.batch_size * len(batches)  # the global batch, on any number of ranks
             running += lv
             n_running += 1
             step += 1
@@ -357,9 +422,9 @@ def train(
                 summed = f" (sum over {len(batches)} datasets)" if len(batches) > 1 else ""
                 bar.set_postfix_str(f"train MSE{summed} {lv:.4f}, best validation MSE {result.best_val_mse:.4f} (step {result.best_step})")
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                go_on = record(step, running / max(n_running, 1))
+                go_on = decide(record(step, running / max(n_running, 1)) if main else True)
                 running, n_running = 0.0, 0
-                if state_file is not None:
+                if state_file is not None and main:
                     _atomic_torch_save(
                         {
                             "fingerprint": fingerprint, "model": _cpu_state(model), "optimizer": opt.state_dict(),
@@ -377,12 +442,43 @@ def train(
             bar.close()
         if steps_iter is not None:
             steps_iter.close()  # stops the workers
+        del ddp  # removes its gradient hooks from the model's parameters
     result.steps_done = step
     if best_state is not None:
         model.load_state_dict(best_state)
+    if dist_on:
+        # rank 0 alone validated: its best state and its record of the run are every rank's result
+        distributed.broadcast_module(model)
+        result = distributed.broadcast_object(result)
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _StepLoss(nn.Module):
+    """One step's loss on this rank's share of the global batches, the module DDP wraps.
+
+    ``training_loss`` is a mean over the real (window, unit) elements of a batch (times the
+    horizon steps: the same factor on every rank), so dataset ``d``'s one-process loss
+    ``S_d / N_d`` (S: the summed squared errors of the global batch, N: its real elements) is
+    the sum over ranks of ``loss_d^r * n_d^r / N_d``; ``weights`` are those ``n_d^r / N_d``.
+    (An unweighted mean over ranks would weigh an element of a rank with fewer real units more.)
+    """
+
+    def __init__(self, model: Forecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batches: list[Batch], weights: list[float]) -> torch.Tensor:
+        total = torch.zeros((), device=batches[0].context.device)
+        for b, w in zip(batches, weights):
+            total = total + self.model.training_loss(b.context, b.target, b.session, b.unit_mask, b.unit_index).float() * w
+        return total
+
+
+def _batch_rows(b: Batch, rows: slice) -> Batch:
+    """Rows ``rows`` of a batch (its padding width unchanged)."""
+    return Batch(b.context[rows], b.target[rows], b.unit_mask[rows], b.session[rows], None if b.unit_index is None else b.unit_index[rows])
 
 
 def _param_groups(model: Forecaster, params: list[nn.Parameter], lr: float) -> list[dict[str, Any]]:
