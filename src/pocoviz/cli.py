@@ -216,18 +216,71 @@ def _forecast_errors():
     return (CheckpointError, RecordingError, KeyError, ValueError, FileNotFoundError)
 
 
+def _forward_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args``'s subcommand without ``--nproc`` (what each torchrun rank runs)."""
+    parser: argparse.ArgumentParser = args.parser_
+    options: list[str] = []
+    positional: list[str] = []
+    for a in parser._actions:
+        if isinstance(a, argparse._HelpAction) or a.dest in ("nproc", "func", "parser_"):
+            continue
+        v = getattr(args, a.dest, None)
+        if not a.option_strings:
+            positional += [str(x) for x in (v if isinstance(v, list) else [v])]
+        elif isinstance(a, argparse._StoreTrueAction):
+            options += [a.option_strings[-1]] if v else []
+        elif v is not None and v != a.default:
+            options.append(f"{a.option_strings[-1]}={v}")
+    return [parser.prog.split()[-1], *options, *positional]
+
+
+def _launch_ranks(args: argparse.Namespace) -> int | None:
+    """``--nproc N``: run this command in N processes under torchrun; None when it runs here."""
+    from pocoviz.forecast import distributed
+
+    if args.nproc is None:
+        return None
+    if args.nproc < 1:
+        return _err(f"--nproc must be >= 1, got {args.nproc}")
+    if distributed.launched():
+        return _err("--nproc starts torchrun itself; under torchrun leave it out (torchrun's --nproc-per-node sets the processes)")
+    if args.nproc == 1:
+        return None
+    try:
+        timeout = None if args.dist_timeout is None else distributed.timeout_seconds(args.dist_timeout)
+    except distributed.DistributedError as exc:
+        return _err(str(exc))
+    return distributed.launch(_forward_argv(args), args.nproc, timeout=timeout)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a forecaster on recordings and save it as a checkpoint (safetensors + JSON card)."""
-    from pocoviz.backend import configure_threads, get_device
+    """Train a forecaster on recordings and save it as a checkpoint (safetensors + JSON card).
+
+    Under torchrun (or with ``--nproc N``) every process trains on its share of each batch; rank 0
+    prints, validates and writes the checkpoint.
+    """
+    from pocoviz.backend import configure_threads
+    from pocoviz.forecast import distributed
+
+    launched = _launch_ranks(args)
+    if launched is not None:
+        return launched
+    configure_threads()
+    try:
+        with distributed.session(args.device, timeout=args.dist_timeout) as device:
+            return _train(args, device, distributed.is_main())
+    except distributed.DistributedError as exc:
+        return _err(str(exc))
+
+
+def _train(args: argparse.Namespace, device, main: bool) -> int:
     from pocoviz.forecast import evaluate, fit, save_model
     from pocoviz.forecast.recipes import auto_recipe, model_overrides, warm_start_for
 
-    configure_threads()
     try:
-        device = get_device(args.device)
         corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
         recipe_name = auto_recipe(corpus) if args.recipe == "auto" else args.recipe
-        if not args.json:
+        if not args.json and main:
             print(f"recipe: {recipe_name}", flush=True)
             if corpus.lazy or (args.workers or 0) > 0:
                 lazy = sum(ds["activity"].chunks is not None for ds in corpus.recordings.values())
@@ -248,6 +301,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _train_config(args, recipe_name)
         warm = warm_start_for(recipe_name, args.kind) if args.warm_start == "auto" else args.warm_start
         model, res = fit(args.kind, corpus, cfg, warm_start=warm, device=device, state_path=args.state, **model_kw)
+        if not main:
+            return 0  # rank 0 scores and writes the checkpoint
         rep = evaluate(model, corpus, "test", device=device)
         path = save_model(
             model,
@@ -293,17 +348,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """Adapt a checkpoint to new recordings (new unit/session embeddings, spec §5)."""
-    from pocoviz.backend import configure_threads, get_device
-    from pocoviz.forecast import evaluate, finetune, load_model, save_model
+    """Adapt a checkpoint to new recordings (new unit/session embeddings, spec §5).
 
+    Under torchrun (or with ``--nproc N``) every process trains on its share of each batch; rank 0
+    prints, validates and writes the checkpoint.
+    """
+    from pocoviz.backend import configure_threads
+    from pocoviz.forecast import distributed
+
+    launched = _launch_ranks(args)
+    if launched is not None:
+        return launched
     configure_threads()
     try:
-        device = get_device(args.device)
+        with distributed.session(args.device, timeout=args.dist_timeout) as device:
+            return _finetune(args, device, distributed.is_main())
+    except distributed.DistributedError as exc:
+        return _err(str(exc))
+
+
+def _finetune(args: argparse.Namespace, device, main: bool) -> int:
+    from pocoviz.forecast import evaluate, finetune, load_model, save_model
+
+    try:
         model = load_model(args.model, device=device, search=_model_search())
         corpus = _load_data(args, {"train": 1, "val": args.val_stride, "test": 1})
         cfg = _train_config(args, "default", steps=args.steps, eval_every=args.eval_every)
         adapted, res = finetune(model, corpus, args.mode, cfg, device=device, init=args.init)
+        if not main:
+            return 0  # rank 0 scores and writes the checkpoint
         rep = evaluate(adapted, corpus, "test", device=device)
         card = getattr(model, "card", {})
         path = save_model(
@@ -343,6 +416,17 @@ def _add_train_options(p: argparse.ArgumentParser, *, steps_default: int | None 
     p.add_argument("--dataset", default=None, help="dataset name for the given recordings (default: their species)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--nproc", type=int, default=None, metavar="N",
+        help="train in N processes on this machine (torchrun, DistributedDataParallel: gloo on the CPU, NCCL with one GPU each); "
+        "several machines: torchrun --nnodes ... -m pocoviz train ...",
+    )  # fmt: skip
+    p.add_argument(
+        "--dist-timeout", type=float, default=None, metavar="SECONDS",
+        help="distributed runs: seconds a process waits for the others (rank 0's validation included) before the run fails "
+        "(default: POCOVIZ_DIST_TIMEOUT, else 1800)",
+    )  # fmt: skip
+    p.set_defaults(parser_=p)
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
