@@ -16,29 +16,16 @@ def _err(msg: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the app (``panel serve`` on the packaged app factory)."""
+    """Serve the app (Panel's server on the packaged app factory; see :mod:`pocoviz.ui.serve`)."""
     if args.data_dir and not Path(args.data_dir).is_dir():
         return _err(f"--data-dir {args.data_dir}: not a folder")
-    import panel as pn
+    from pocoviz.ui.serve import check_num_procs, serve
 
-    from pocoviz.ui import create_app
-    from pocoviz.ui.app import serve_resources_locally
-    from pocoviz.ui.warmup import start_warmup
-
-    serve_resources_locally()  # whatever BOKEH_RESOURCES says: the app works offline
-    start_warmup()  # imports, demo corpus, Datashader kernels: ready before the first browser arrives
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-    pn.config.nthreads = args.num_threads
-    print(f"pocoviz: serving on http://{args.address}:{args.port}/app (data directory: {data_dir or 'none'})", flush=True)
-    pn.serve(
-        {"app": lambda: create_app(data_dir)},
-        port=args.port,
-        address=args.address,
-        websocket_origin=[f"{args.address}:{args.port}", f"localhost:{args.port}"],
-        show=args.show,
-        title="pocoviz",
-        liveness=True,
-    )
+    try:
+        check_num_procs(args.num_procs)
+    except ValueError as exc:
+        return _err(str(exc))
+    serve(args.data_dir, port=args.port, address=args.address, num_procs=args.num_procs, num_threads=args.num_threads, show=args.show)
     return 0
 
 
@@ -584,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("POCOVIZ_DATA_DIR"), help="folder of recordings to offer")
     p.add_argument("--port", type=int, default=5006, help="port to serve on (5006)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--num-threads", type=int, default=2, help="Panel's worker threads for background work (2)")
+    p.add_argument("--num-threads", type=int, default=2, help="Panel's worker threads for background work, per process (2)")
+    p.add_argument("--num-procs", type=int, default=1, help="server processes sharing the port; forecasts and layouts are shared on disk (1)")
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_serve)
 

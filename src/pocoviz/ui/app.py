@@ -7,6 +7,7 @@ import html
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import panel as pn
 from bokeh.models import CustomJS
@@ -95,6 +96,19 @@ def serve_resources_locally() -> None:
     from bokeh.settings import settings
 
     settings.resources.set_value("server")
+
+
+def stylesheets_from_this_server(doc: Any) -> None:
+    """Have Panel point this session's component stylesheets at this server, not at its CDN.
+
+    Panel records where its stylesheets live (``dist_url``) when it renders a session's page. With
+    ``pocoviz serve --num-procs N`` the page and the websocket may reach different processes; the
+    process that accepted the websocket then creates the session anew (Bokeh does) without a page,
+    and Panel falls back to ``cdn.holoviz.org`` for every stylesheet: offline, the app came up
+    unstyled. Set here for every served session (the page rendering keeps its own value)."""
+    from panel.io.resources import get_dist_path
+
+    doc._template_variables.setdefault("dist_url", get_dist_path(cdn=False))
 
 
 #: Bokeh's MultiChoice (Panel's MultiChoice is Bokeh's) builds a Choices.js 10.2 select with no
@@ -192,6 +206,7 @@ def create_app(data_dir: str | os.PathLike | None = None) -> pn.template.Bootstr
         doc = None
     if served:
         serve_resources_locally()  # before the page is rendered: it is, once this session exists
+        stylesheets_from_this_server(doc)
         ignore_writes_to_closed_websockets()  # a browser that leaves mid-stream is not a traceback
         pn.state.curdoc.js_on_event("document_ready", CustomJS(code=CHOICES_ALLOW_HTML_JS))
         # send the page at once and build the open view once the browser is connected (a link may
