@@ -40,14 +40,14 @@ HALF = 3
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_corpus(streamed: bool):
+def make_corpus(streamed: bool, sessions=(("a", "s0", 5), ("a", "s1", 7), ("a", "s2", 4), ("b", "s0", 6))):
     """Two datasets: ``a`` with three sessions of 5, 7 and 4 units, ``b`` with one of 6 (800 frames each)."""
     from pocoviz.forecast import ForecastCorpus
     from pocoviz.recordings.schema import make_recording
 
     recs = []
-    for i, (sp, se, u) in enumerate([("a", "s0", 5), ("a", "s1", 7), ("a", "s2", 4), ("b", "s0", 6)]):
-        rng = np.random.default_rng(i)
+    for sp, se, u in sessions:
+        rng = np.random.default_rng(sum(map(ord, sp + se)) + u)
         t = np.arange(800)[:, None]
         x = np.sin(2 * np.pi * t / rng.uniform(10, 30, u) + rng.uniform(0, 6.3, u)) + 0.2 * rng.standard_normal((800, u))
         ds = make_recording(x.astype(np.float32), sampling_rate_hz=5.0, species=sp, session=se)
@@ -65,6 +65,21 @@ def run(name: str, state: Path, steps: int = STEPS):
     model = make_model(kind, corpus, seed=0, **model_kw)
     result = train(model, corpus, TrainConfig(steps=steps, eval_every=HALF, lr=3e-3, seed=0, **cfg_kw), device="cpu", state_path=state)
     return model, result
+
+
+#: new sessions for fine-tuning: one more of dataset a, one of a new dataset c
+NEW_SESSIONS = (("a", "s5", 6), ("c", "s0", 5))
+
+
+def run_finetune(pretrained: Path, out: Path) -> None:
+    """Fine-tune the pretrained POCO's new embeddings (frozen rows of shared tables) for STEPS steps;
+    save the adapted weights and the learning curve."""
+    from pocoviz.forecast import TrainConfig, finetune, load_model
+
+    model = load_model(pretrained)
+    cfg = TrainConfig(steps=STEPS, eval_every=HALF, lr=3e-3, seed=0, batch_size=4)
+    adapted, res = finetune(model, make_corpus(False, NEW_SESSIONS), "embedding", cfg, device="cpu")
+    torch.save({"model": adapted.state_dict(), "history": res.history, "best_step": res.best_step}, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +100,7 @@ def worker(out: Path) -> None:
                 (out / f"{name}.2.json").write_text(json.dumps(res.to_json()))
             run(name, out / f"{name}.2half.pt", steps=HALF)  # resumed by 1 process in the test
             run(name, out / f"{name}.1half.pt")  # a 1-process half-way state, resumed here
+        run_finetune(out / "pretrained", out / "finetune.2.pt")
 
 
 def launch_workers(out: Path, timeout: float = 150) -> subprocess.CompletedProcess:
@@ -136,7 +152,12 @@ def assert_same_state(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """1-process references (and half-way states), then the 2-process workers."""
+    from pocoviz.forecast import save_model
+
     out = tmp_path_factory.mktemp("ddp")
+    model, _ = run("poco_mem", out / "pretrain.pt", steps=HALF)
+    save_model(model, out / "pretrained")
+    run_finetune(out / "pretrained", out / "finetune.1.pt")
     for name in SCENARIOS:
         run(name, out / f"{name}.1.pt")
         run(name, out / f"{name}.1half.pt", steps=HALF)
@@ -161,6 +182,25 @@ def test_two_processes_equal_one(runs, name):
     assert len(moved) >= len(init) // 2, moved
     res = json.loads((runs / f"{name}.2.json").read_text())
     assert res["steps_done"] == STEPS and res["windows"] == one["windows"]
+
+
+def test_finetuning_in_two_processes_equals_one(runs):
+    """Fine-tuning trains some rows of shared embedding tables (the others are restored after each
+    step): the adapted model and the learning curve of 2 processes are those of 1."""
+    one, two = load(runs / "finetune.1.pt"), load(runs / "finetune.2.pt")
+    assert one["model"].keys() == two["model"].keys()
+    for k in one["model"]:
+        torch.testing.assert_close(one["model"][k], two["model"][k], **TOL, msg=lambda m, k=k: f"parameter {k}: {m}")
+    assert [h["step"] for h in one["history"]] == [0, HALF, STEPS] and one["best_step"] == two["best_step"]
+    for ha, hb in zip(one["history"], two["history"]):
+        assert ha["val_mse"] == pytest.approx(hb["val_mse"], rel=1e-5)
+    from pocoviz.forecast import TrainConfig, finetune, load_model
+
+    pre = load_model(runs / "pretrained").state_dict()["unit_emb.weight"]
+    start, _ = finetune(load_model(runs / "pretrained"), make_corpus(False, NEW_SESSIONS), "embedding", TrainConfig(steps=0), device="cpu")
+    emb, n_old = two["model"]["unit_emb.weight"], pre.shape[0]
+    assert torch.equal(emb[:n_old], pre)  # the pretrained sessions' rows are kept, on every rank
+    assert float((emb[n_old:] - start.state_dict()["unit_emb.weight"][n_old:]).abs().min()) > 0  # every new row trained
 
 
 def test_the_weighted_shares_sum_to_the_one_process_gradient():
