@@ -71,10 +71,13 @@ def bench_recordings(quick: bool, shared_data: Path | None) -> dict[str, Any]:
     return out
 
 
-SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "seqmem", "limits", "app", "scale")
-#: what a bare ``pocoviz bench`` runs: ``scale`` writes a 2.1 GB store and takes minutes, so it runs
-#: only when asked (``--only scale``; see :mod:`pocoviz.scale_bench`)
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "scale")
+SECTIONS = ("recordings", "forecast", "embeddings", "ensembles", "seqmem", "limits", "app", "scale", "scaleout", "load")
+#: what a bare ``pocoviz bench`` runs: ``scale`` writes a 2.1 GB store and takes minutes, ``scaleout``
+#: starts process groups and Dask clusters, ``load`` drives 20 browser sessions for 5 minutes; they
+#: run only when asked (``--only scale``: :mod:`pocoviz.scale_bench`; ``--only scaleout``: training
+#: with 1 and 2 processes, the batch forecast with 1 and 2 Dask workers; ``--only load``:
+#: :mod:`pocoviz.ui.load_test`)
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("scale", "scaleout", "load"))
 
 
 def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -131,6 +134,15 @@ def run_bench(quick: bool = False, shared_data: str | Path | None = None, only: 
         from pocoviz.scale_bench import bench_scale
 
         report["scale"] = bench_scale(quick)
+    if "scaleout" in only:
+        from pocoviz.forecast.batch import bench_forecast_dask
+        from pocoviz.forecast.distributed import bench_ddp
+
+        report["scaleout"] = {"ddp_training": bench_ddp(), "dask_forecast": bench_forecast_dask()}
+    if "load" in only:
+        from pocoviz.ui.load_test import run_load_test
+
+        report["load"] = run_load_test(sessions=4 if quick else 20, minutes=1.0 if quick else 5.0, num_procs=2)
     report["total_s"] = round(time.perf_counter() - t0, 2)
     return report
 
