@@ -382,3 +382,72 @@ def test_a_rank_that_hangs_ends_the_job_after_the_timeout(faults):
     # rank 0's gradient reduction gives up after the 3 s collective timeout
     assert re.search(r"timed out|timeout", err, re.IGNORECASE), err[-3000:]
     assert "distributed run of 2 processes failed" in err
+
+
+# -- pieces ----------------------------------------------------------------------------------------
+
+
+def test_shards_are_disjoint_balanced_and_cover_the_batch():
+    from pocoviz.forecast.distributed import shard
+
+    for n in (1, 5, 6, 64):
+        for w in range(1, min(n, 5) + 1):
+            parts = [range(n)[shard(n, r, w)] for r in range(w)]
+            assert [i for p in parts for i in p] == list(range(n))  # contiguous, in order, each row once
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ValueError, match="rank 2 is not in 0..1"):
+        shard(4, 2, 2)
+
+
+def test_the_launcher_forwards_the_command_line(monkeypatch):
+    """``--nproc`` re-runs the same command (options as parsed, without --nproc) under torchrun."""
+    from pocoviz import cli
+    from pocoviz.forecast import distributed
+
+    argv = ["train", "POCO", "a.nc", "my data/b.nc", "--out", "x y", "--steps", "7", "--lr", "0.0003", "--config", '{"dim": 16}', "--quiet",
+            "--max-units", "-1", "--nproc", "3", "--dist-timeout", "9.5"]  # fmt: skip
+    args = cli.build_parser().parse_args(argv)
+    fwd = cli._forward_argv(args)
+    assert fwd[0] == "train" and "--nproc" not in " ".join(fwd)
+    again = cli.build_parser().parse_args(fwd)
+    skip = {"nproc", "parser_", "func"}
+    assert {k: v for k, v in vars(again).items() if k not in skip} == {k: v for k, v in vars(args).items() if k not in skip}
+    cmd = distributed.launch_command(fwd, 3)
+    assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3"] and cmd[5:8] == ["-m", "pocoviz", "train"]
+
+    seen = {}
+
+    def fake_launch(a, n, timeout=None):
+        seen.update(argv=a, n=n, timeout=timeout)
+        return 0
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    assert cli.main(argv) == 0 and seen == {"argv": fwd, "n": 3, "timeout": 9.5}
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(argv) == 2  # under torchrun --nproc is refused
+
+
+def test_bad_settings_are_named(monkeypatch):
+    from pocoviz.forecast import distributed
+
+    monkeypatch.setenv(distributed.ENV_TIMEOUT, "soon")
+    with pytest.raises(distributed.DistributedError, match="POCOVIZ_DIST_TIMEOUT"):
+        distributed.timeout_seconds()
+    monkeypatch.setenv(distributed.ENV_TIMEOUT, "-1")
+    with pytest.raises(distributed.DistributedError, match="positive.*POCOVIZ_DIST_TIMEOUT"):
+        distributed.timeout_seconds()
+    monkeypatch.setenv(distributed.ENV_TIMEOUT, "42")
+    assert distributed.timeout_seconds() == 42.0 and distributed.timeout_seconds(7) == 7.0
+    monkeypatch.delenv(distributed.ENV_TIMEOUT)
+    assert distributed.timeout_seconds() == distributed.DEFAULT_TIMEOUT_S
+    # torchrun's variables, one missing
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(distributed.DistributedError, match="MASTER_PORT"):
+        distributed.init("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(distributed.DistributedError, match="WORLD_SIZE"):
+        distributed.init("cpu")
+    assert not distributed.active() and distributed.world() == 1 and distributed.is_main()
