@@ -25,7 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_num_procs(args.num_procs)
     except ValueError as exc:
         return _err(str(exc))
-    serve(args.data_dir, port=args.port, address=args.address, num_procs=args.num_procs, num_threads=args.num_threads, show=args.show)
+    origins = [f"{args.address}:{args.port}", f"localhost:{args.port}", *(args.allow_websocket_origin or [])]
+    serve(args.data_dir, port=args.port, address=args.address, num_procs=args.num_procs, num_threads=args.num_threads, show=args.show,
+          websocket_origins=origins)  # fmt: skip
     return 0
 
 
@@ -573,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--num-threads", type=int, default=2, help="Panel's worker threads for background work, per process (2)")
     p.add_argument("--num-procs", type=int, default=1, help="server processes sharing the port; forecasts and layouts are shared on disk (1)")
+    p.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
+                   help="a host the browser may connect from besides ADDRESS:PORT (a reverse proxy's name); repeatable")  # fmt: skip
     p.add_argument("--show", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_serve)
 
