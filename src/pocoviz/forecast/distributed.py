@@ -250,7 +250,8 @@ def fault_point(step: int) -> None:
     if str(rank()) == r.strip() and str(step) == s.strip():
         hang = os.environ.get(ENV_FAIL_MODE, "exit").strip() == "hang"
         what = "hanging" if hang else f"exiting with code {FAULT_EXIT_CODE}"
-        print(f"pocoviz: rank {r}: fault injected at step {step} ({ENV_FAIL_RANK}/{ENV_FAIL_STEP}); {what}", file=sys.stderr, flush=True)
+        print(f"pocoviz: rank {r}: fault injected at step {step} ({ENV_FAIL_RANK}/{ENV_FAIL_STEP}); {what} (unix time {time.time():.3f})",
+              file=sys.stderr, flush=True)  # fmt: skip
         if hang:
             while True:
                 time.sleep(3600)
