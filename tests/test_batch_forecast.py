@@ -258,3 +258,14 @@ def test_forecast_tab_reads_a_matching_store_instead_of_computing(tab_data, tmp_
         ctl.close()
         FORECAST_CACHE.clear()
         RECORDINGS.clear()
+
+
+def test_bench_forecast_dask_reports_the_pass_per_worker_count(tmp_path):
+    from pocoviz.forecast.batch import bench_forecast_dask
+
+    got = bench_forecast_dask(units=12, frames=260, model_kind="NLinear", workers=(1,), folder=tmp_path)
+    (run,) = got["runs"]
+    assert run["workers"] == 1 and run["cursors"] == got["in_process"]["cursors"] == 260 - 48 - 16 + 1
+    assert run["seconds"] > 0 and run["cursors_per_s"] == pytest.approx(run["cursors"] / run["seconds"], rel=0.01) and run["efficiency"] == 1.0
+    assert run["score"] == pytest.approx(got["in_process"]["score"], rel=1e-5)  # the same numbers as in this process
+    assert not list(tmp_path.iterdir())  # its temporary folder is removed

@@ -690,6 +690,85 @@ def find_stored_forecast(model: Any, activity: Any, session: str, identity: dict
     return None
 
 
+# ==================================================================================== benchmark
+def _warm_worker() -> int:
+    """Import what a task needs (a worker's first task otherwise pays for it)."""
+    import torch  # noqa: F401
+
+    from ..recordings import io  # noqa: F401
+    from . import checkpoint, diskcache, models  # noqa: F401
+
+    return os.getpid()
+
+
+def bench_forecast_dask(
+    *, units: int = 1000, frames: int = 3000, model_kind: str = "POCO", workers: Sequence[int] = (1, 2), blocks_per_task: int = 1,
+    in_process: bool = True, seed: int = 0, folder: str | os.PathLike | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The forecast pass of a synthetic recording (``units`` × ``frames``, an untrained
+    ``model_kind``) with 1 and 2 (``workers``) Dask workers of one thread each, and in this process
+    on one thread (no Dask) for reference. Times each pass from the first task submitted to the
+    store complete (cluster start and the workers' imports excluded, reported apart); returns a
+    JSON-able dict with seconds, cursors/s and the efficiency ``t(1 worker) / (n · t(n workers))``."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    from ..recordings import make_recording, save_recording
+    from .base import SessionInfo, build_model
+    from .checkpoint import save_model
+    from .playback import RecordingForecast
+
+    tmp = Path(tempfile.mkdtemp(prefix="pocoviz-bench-dask-", dir=folder))
+    try:
+        rng = np.random.default_rng(seed)
+        x = (rng.standard_normal((frames, units)).cumsum(0) * 0.1 + rng.standard_normal((frames, units))).astype(np.float32)
+        ds = make_recording(x, sampling_rate_hz=2.0, species="bench", session="dask", units="dF/F")
+        save_recording(ds, tmp / "rec.nc", compress=False)
+        torch.manual_seed(seed)
+        model = build_model(model_kind, [SessionInfo("bench/dask", units, "bench")])
+        save_model(model, tmp / "model")
+        out: dict[str, Any] = {"units": units, "frames": frames, "model": model_kind, "blocks_per_task": blocks_per_task, "cpus": os.cpu_count(),
+                               "torch_threads_per_worker": 1, "runs": []}  # fmt: skip
+        if in_process:
+            from ..recordings.preprocess import zscore
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                rf = RecordingForecast(model, zscore(x).astype(np.float32), "bench/dask")
+                t0 = time.perf_counter()
+                n = rf.compute()
+                dt = time.perf_counter() - t0
+            finally:
+                torch.set_num_threads(threads)
+            out["in_process"] = {"seconds": round(dt, 2), "cursors": n, "cursors_per_s": round(n / dt, 1), "score": float(rf.metrics()["score"])}
+        for n_workers in workers:
+            t0 = time.perf_counter()
+            cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+            client = Client(cluster, set_as_default=False)
+            try:
+                client.run(_warm_worker)
+                t_start = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                s = forecast_to_store(str(tmp / "model"), [tmp / "rec.nc"], tmp / f"out-{n_workers}.zarr", client=client, blocks_per_task=blocks_per_task)
+                dt = time.perf_counter() - t0
+            finally:
+                client.close()
+                cluster.close()
+            (sess,) = s["sessions"]
+            out["runs"].append({"workers": int(n_workers), "seconds": round(dt, 2), "cursors": sess["cursors"], "tasks": s["tasks"],
+                                "cursors_per_s": round(sess["cursors"] / dt, 1), "task_seconds_sum": sess["seconds"],
+                                "cluster_start_s": round(t_start, 2), "score": sess["score"]})  # fmt: skip
+        base = next((r for r in out["runs"] if r["workers"] == 1), None)
+        for r in out["runs"]:
+            r["speedup"] = round(base["seconds"] / r["seconds"], 3) if base else None
+            r["efficiency"] = round(base["seconds"] / (r["workers"] * r["seconds"]), 3) if base else None
+        out["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ==================================================================================== the command
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``pocoviz forecast`` to a ``pocoviz`` argument parser's subcommands."""
@@ -748,6 +827,6 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "BatchForecastError", "STORE_ATTR", "STORE_LAYOUT", "cmd_forecast", "find_stored_forecast", "forecast_to_store", "is_forecast_store",
+    "BatchForecastError", "STORE_ATTR", "STORE_LAYOUT", "bench_forecast_dask", "cmd_forecast", "find_stored_forecast", "forecast_to_store", "is_forecast_store",
     "open_store_entry", "read_store", "recording_identity", "register_cli",
 ]  # fmt: skip
