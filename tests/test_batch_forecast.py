@@ -150,7 +150,8 @@ def test_rerun_computes_only_the_block_whose_marker_is_missing(data, tmp_path, c
     before = open_store_entry(out, key)["forecast"].values
     (out / "forecasts" / key / "blocks" / "2.npz").unlink()
     (out / "forecasts" / key / "blocks" / ".3.claim").write_text("12345")  # a claim an interrupted run left
-    again = forecast_to_store(model, [data / "rec.nc"], out, client=client)
+    again = forecast_to_store(model, [data / "rec.nc"], out, scheduler=client.scheduler.address)  # --scheduler: a running cluster
+    assert again["workers"] == 2
     assert again["tasks"] == 1 and again["blocks_computed"] == 1 and again["sessions"][0]["blocks_computed"] == 1
     assert again["sessions"][0]["score"] == pytest.approx(s["score"], rel=1e-12)
     np.testing.assert_array_equal(open_store_entry(out, key)["forecast"].values, before)
