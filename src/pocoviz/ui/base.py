@@ -28,6 +28,27 @@ def quiet_spinner(**params) -> pn.indicators.LoadingSpinner:
     return pn.indicators.LoadingSpinner(throttle=0, **params)
 
 
+class OptionsSelect(pn.widgets.Select):
+    """A Select that ignores a choice the browser made among options it no longer has.
+
+    When the options change (another session's regions) while a user picks from the list the
+    browser still shows, Panel's Select raised "X not in list" in a server callback (a traceback
+    for every such pick in the 20-session load test). The pick is dropped, the widget keeps its
+    value, and the browser is sent the current options and value again."""
+
+    def _process_property_change(self, props: dict[str, Any]) -> dict[str, Any]:
+        value = props.get("value")
+        if value not in (None, "") and self.values and str(value) not in self.unicode_values and str(value) not in [str(x) for x in self.labels]:
+            props = {k: v for k, v in props.items() if k != "value"}
+            doc = pn.state.curdoc  # the session's (Panel sets it while it handles the browser's event)
+            resend = lambda: self.param.trigger("value", "options")  # noqa: E731
+            if doc is not None and doc.session_context is not None:
+                doc.add_next_tick_callback(resend)  # on the session's loop, with its lock
+            else:
+                resend()
+        return super()._process_property_change(props)
+
+
 class TabView(pn.viewable.Viewer):
     """Base of the app's tabs. Subclasses set :attr:`css_prefix`, implement :meth:`_build_layout`,
     set :attr:`controller` (whose URL fields then follow the page URL when served), and may extend
@@ -49,6 +70,7 @@ class TabView(pn.viewable.Viewer):
         wide, with CSS class ``<prefix>-<name>``."""
         kw.setdefault("width", 250)
         owner = self if owner is None else owner
+        kind = OptionsSelect if kind is pn.widgets.Select else kind
         return kind.from_param(owner.param[name], label=label, css_classes=[f"{self.css_prefix}-{name}"], **kw)
 
     def _request_render(self) -> None:
