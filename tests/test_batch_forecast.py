@@ -23,6 +23,7 @@ from pocoviz.forecast.batch import (
     _run_tasks,
     forecast_to_store,
     is_forecast_store,
+    local_cluster,
     open_store_entry,
     read_store,
     register_cli,
@@ -75,9 +76,9 @@ def lazy_env(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def client():
     """One 2-worker LocalCluster for the tests that pass ``client=`` (the CLI test starts its own)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+    cluster = local_cluster(2)
     c = Client(cluster, set_as_default=False)
     yield c
     c.close()
