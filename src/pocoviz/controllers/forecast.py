@@ -48,7 +48,7 @@ from .cache import LRUCache
 from .jobs import Job
 from .models import ADAPTED_CACHE, FORECAST_CACHE, LOADED_MODELS, forecast_stores, list_models, model_path
 from .recordings import PreparedSession, duplicate_labels, load_sessions, prepare_session, unit_name
-from .sources import DEMO_KEY, list_sources
+from .sources import DEMO_FILE, DEMO_KEY, assets_dir, list_sources
 from .units import (
     duplicate_note,
     label_options,
@@ -269,17 +269,34 @@ def _stored_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> A
         return None
 
 
+#: set (by ``pocoviz serve --num-procs N``, N > 1) to keep every recording's forecasts in the disk
+#: cache, where the server's processes share them (see :mod:`pocoviz.ui.serve`)
+SHARED_FORECASTS_ENV = "POCOVIZ_SHARED_FORECASTS"
+
+
+def shared_forecasts() -> bool:
+    """Whether forecasts of recordings in memory go to the disk cache too (several server processes)."""
+    return os.environ.get(SHARED_FORECASTS_ENV, "").strip() not in ("", "0")
+
+
 def _make_forecast(model: Any, rec: Recording, label: str, data_dir: Any) -> Any:
     """The forecasts of ``model`` on ``rec``: read from a ``pocoviz forecast`` store in the data
-    directory when one holds them, else in RAM for a recording in memory, in the disk cache
-    (shared by every session and server process) for a lazily opened one."""
+    directory when one holds them, else in the disk cache (shared by every session and server
+    process) for a lazily opened recording, or for any recording read from a file when several
+    server processes share the cache (:func:`shared_forecasts`), else in RAM."""
     stored = _stored_forecast(model, rec, label, data_dir)
     if stored is not None:
         return stored
-    if rec.lazy:
+    identity = rec.identity
+    if identity is None and shared_forecasts():
+        from pocoviz.forecast.diskcache import path_identity
+
+        path = recording_path(rec.ds, rec.source, data_dir) or (str(assets_dir() / DEMO_FILE) if rec.source in ("demo", DEMO_KEY) else None)
+        identity = path_identity(path, rec.name) if path and os.path.exists(path) else None
+    if rec.lazy or identity is not None:
         from pocoviz.forecast.diskcache import DiskForecast, cache_root
 
-        return DiskForecast(model, rec.src, rec.name, identity=rec.identity, regions=list(rec.regions), name=label, root=cache_root(data_dir))
+        return DiskForecast(model, rec.src, rec.name, identity=identity, regions=list(rec.regions), name=label, root=cache_root(data_dir))
     from pocoviz.forecast.playback import RecordingForecast
 
     return RecordingForecast(model, rec.activity, rec.name, regions=list(rec.regions), name=label)
