@@ -447,7 +447,8 @@ def local_cluster(n_workers: int = 2, **kwargs: Any) -> Any:
     """A ``distributed.LocalCluster`` of ``n_workers`` single-threaded worker processes for
     forecasting (no dashboard). Unlike Dask's default, the workers do not get
     ``MALLOC_TRIM_THRESHOLD_`` (set at all, it fixes glibc's mmap threshold, and torch's CPU
-    inference then runs about 1.5 times slower); ``OMP_NUM_THREADS=1`` and the rest stay."""
+    inference then runs about 1.5 times slower), nor the statistical profiler; ``OMP_NUM_THREADS=1``
+    and the rest of Dask's settings stay."""
     import dask
     from distributed import LocalCluster
 
@@ -458,7 +459,8 @@ def local_cluster(n_workers: int = 2, **kwargs: Any) -> Any:
     if inherited is not None and dask_value is not None and str(inherited) == str(dask_value):
         os.environ.pop(key)  # left here by an earlier Dask nanny of this process, not by the user
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        # no statistical profiler in the workers either: it samples the compute thread's stack every 10 ms (a few % here)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False}):
             opts = dict(n_workers=int(n_workers), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
             return LocalCluster(**{**opts, **kwargs})
     finally:
