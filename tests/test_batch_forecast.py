@@ -6,7 +6,6 @@ its blocks, and the Forecast tab reads a matching store in its data directory in
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -17,6 +16,7 @@ import pytest
 import torch
 import xarray as xr
 
+from pocoviz.cli import build_parser
 from pocoviz.forecast import SessionInfo, build_model, load_model, save_model
 from pocoviz.forecast.batch import (
     BatchForecastError,
@@ -26,7 +26,6 @@ from pocoviz.forecast.batch import (
     local_cluster,
     open_store_entry,
     read_store,
-    register_cli,
 )
 from pocoviz.forecast.playback import RecordingForecast
 from pocoviz.recordings import make_recording, save_recording
@@ -104,8 +103,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_cli_on_a_2_worker_local_cluster_writes_the_in_process_forecasts(data, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="pocoviz")
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()  # the pocoviz command's parser
     out = tmp_path / "forecasts.zarr"
     args = parser.parse_args(["forecast", str(data / "models" / "poco"), str(data / "rec.nc"), str(data / "fish.zarr"), "--out", str(out),
                               "--workers", "2", "--blocks-per-task", "2", "--device", "cpu", "--json"])  # fmt: skip
@@ -178,8 +176,7 @@ def test_bad_inputs_fail_before_writing_and_name_the_file(data, tmp_path):
         forecast_to_store(model, [data / "rec.nc"], user)
     assert _snapshot(user) == before
     # the CLI: exit status 2 and the message, naming the file
-    parser = argparse.ArgumentParser(prog="pocoviz")
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()  # the pocoviz command's parser
     args = parser.parse_args(["forecast", model, str(wrong), "--out", str(out)])
     assert args.func(args) == 2 and not out.exists()
 

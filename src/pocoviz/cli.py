@@ -1,4 +1,4 @@
-"""The ``pocoviz`` command: serve, import, synth, info, train, evaluate, finetune, bench, make-assets."""
+"""The ``pocoviz`` command: serve, import, synth, info, train, evaluate, finetune, forecast, bench, make-assets."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.data_dir, port=args.port, address=args.address, num_procs=args.num_procs, num_threads=args.num_threads, show=args.show,
           websocket_origins=origins)  # fmt: skip
     return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """``pocoviz forecast`` (:func:`pocoviz.forecast.batch.cmd_forecast`; imported when run, so that
+    other commands start without torch)."""
+    from pocoviz.forecast.batch import cmd_forecast as run
+
+    return run(args)
 
 
 def _memory_cap(text: str) -> int:
@@ -665,6 +673,24 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_train_options(p, steps_default=200, eval_default=20)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "forecast", help="forecast whole recordings into a chunked Zarr store, in parallel on a Dask cluster",
+        description="Write one model's forecasts at every cursor (cursor × step × unit) and the per-window errors of whole recordings "
+                    "into OUT.zarr, computed in blocks of cursors on a Dask cluster (a local one by default). Re-running completes an "
+                    "interrupted store. The app's Forecast tab reads such a store in its data directory instead of computing.",
+    )  # fmt: skip
+    p.add_argument("model", help="checkpoint path or shipped name (e.g. poco_demo)")
+    p.add_argument("data", nargs="+", help="recordings or corpora (every session is forecast)")
+    p.add_argument("--out", required=True, help="the store to write (OUT.zarr); an existing store of this model is completed")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2; ignored with --scheduler)")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786) instead of a local cluster")
+    p.add_argument("--device", default=None, help="each worker's device: cpu, cuda, cuda:N (default: POCOVIZ_DEVICE, else a GPU if present)")
+    p.add_argument("--blocks-per-task", type=int, default=1, help="blocks of 64 cursors per task (default 1)")
+    p.add_argument("--session", action="append", default=None, help="only this session (species/session; repeatable)")
+    p.add_argument("--data-dir", default=None, help="recordings must lie inside this folder (relative paths are taken from it)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("bench", help="time the hot paths; prints a JSON report")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")

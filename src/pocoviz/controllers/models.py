@@ -44,11 +44,11 @@ def model_path(key: str, data_dir: str | os.PathLike | None) -> str | Path:
 
 
 def forecast_stores(data_dir: str | os.PathLike | None) -> list[Path]:
-    """The ``pocoviz forecast`` stores (:func:`pocoviz.forecast.batch.is_forecast_store`) under the
+    """The ``pocoviz forecast`` stores (:func:`pocoviz.storeformat.is_forecast_store`) under the
     data directory, searched as :func:`~pocoviz.controllers.sources.find_in_data_dir` does."""
     if data_dir is None:
         return []
-    from pocoviz.forecast.batch import is_forecast_store
+    from pocoviz.storeformat import is_forecast_store
 
     root = Path(data_dir).resolve()
     return [root / rel for rel in find_in_data_dir(root, is_forecast_store)]

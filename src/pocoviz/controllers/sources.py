@@ -15,6 +15,7 @@ import xarray as xr
 from pocoviz.assets import ASSETS, DEMO_FILE, assets_dir  # noqa: F401  (re-exported)
 from pocoviz.recordings import RECORDING_SUFFIXES, RecordingError, corpus_sessions, is_lazy, open_corpus, resolve_in_data_dir, session_key
 from pocoviz.recordings.io import ENV_DATA_DIR, detect_format_or_none
+from pocoviz.storeformat import is_forecast_store
 
 from .cache import LRUCache
 
@@ -59,7 +60,9 @@ def find_in_data_dir(data_dir: str | os.PathLike | None, take: Callable[[Path], 
 
 
 def _is_recording(entry: Path) -> bool:
-    if entry.is_dir():  # Zarr stores and suite2p folders count as one recording
+    if entry.is_dir():  # Zarr stores and suite2p folders count as one recording; forecasts are not recordings
+        if is_forecast_store(entry):
+            return False
         return entry.suffix == ".zarr" or detect_format_or_none(entry) in ("suite2p", "zarr", "zarr-array")
     return entry.suffix.lower() in RECORDING_SUFFIXES
 

@@ -81,11 +81,11 @@ from typing import Any
 
 import numpy as np
 
+from ..storeformat import FORECAST_STORE_ATTR as STORE_ATTR
+from ..storeformat import FORECAST_STORE_LAYOUT as STORE_LAYOUT
+from ..storeformat import is_forecast_store
 from .diskcache import BLOCK, UNIT_CHUNK, ChunkedActivity, DiskForecast, _key, model_checksum, path_identity
 
-STORE_LAYOUT = "pocoviz-forecast-store-1"
-#: the root group's attribute that marks a pocoviz forecast store and describes it
-STORE_ATTR = "pocoviz_forecast_store"
 #: a store never evicts entries (it is not a cache)
 _NO_LIMIT = 2**62
 _METRIC_KEYS = ("n_windows", "score", "mse", "copy_mse", "mae", "copy_mae", "per_step_mse", "per_step_copy_mse", "per_step_mae", "per_step_copy_mae")
@@ -103,18 +103,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return got if isinstance(got, dict) else None
-
-
-def is_forecast_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding a pocoviz forecast store (its root ``zarr.json``
-    carries :data:`STORE_ATTR`)."""
-    p = Path(path)
-    if not p.is_dir():
-        return False
-    meta = _read_json(p / "zarr.json")
-    attrs = (meta or {}).get("attributes") or {}
-    got = attrs.get(STORE_ATTR)
-    return isinstance(got, dict) and got.get("layout") == STORE_LAYOUT
 
 
 def read_store(path: str | os.PathLike) -> dict[str, Any]:
@@ -795,28 +783,6 @@ def bench_forecast_dask(
 
 
 # ==================================================================================== the command
-def register_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``pocoviz forecast`` to a ``pocoviz`` argument parser's subcommands."""
-    p = subparsers.add_parser(
-        "forecast", help="forecast whole recordings into a chunked Zarr store, in parallel on a Dask cluster",
-        description="Write one model's forecasts at every cursor (cursor × step × unit) and the per-window errors of whole recordings "
-                    "into OUT.zarr, computed in blocks of cursors on a Dask cluster (a local one by default). Re-running completes an "
-                    "interrupted store. The app's Forecast tab reads such a store in its data directory instead of computing.",
-    )  # fmt: skip
-    p.add_argument("model", help="checkpoint path or shipped name (e.g. poco_demo)")
-    p.add_argument("data", nargs="+", help="recordings or corpora (every session is forecast)")
-    p.add_argument("--out", required=True, help="the store to write (OUT.zarr); an existing store of this model is completed")
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2; ignored with --scheduler)")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786) instead of a local cluster")
-    p.add_argument("--device", default=None, help="each worker's device: cpu, cuda, cuda:N (default: POCOVIZ_DEVICE, else a GPU if present)")
-    p.add_argument("--blocks-per-task", type=int, default=1, help=f"blocks of {BLOCK} cursors per task (default 1)")
-    p.add_argument("--session", action="append", default=None, help="only this session (species/session; repeatable)")
-    p.add_argument("--data-dir", default=None, help="recordings must lie inside this folder (relative paths are taken from it)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_forecast)
-    return p
-
-
 def cmd_forecast(args: argparse.Namespace) -> int:
     """``pocoviz forecast``: run :func:`forecast_to_store` and print a summary."""
     from ..recordings import RecordingError
@@ -853,5 +819,5 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 __all__ = [
     "BatchForecastError", "STORE_ATTR", "STORE_LAYOUT", "bench_forecast_dask", "cmd_forecast", "find_stored_forecast", "forecast_to_store",
-    "is_forecast_store", "local_cluster", "open_store_entry", "read_store", "recording_identity", "register_cli",
+    "is_forecast_store", "local_cluster", "open_store_entry", "read_store", "recording_identity",
 ]  # fmt: skip
