@@ -37,6 +37,9 @@ def test_the_shared_forecast_switch_is_set_only_for_several_processes(monkeypatc
     seen = []
     monkeypatch.setattr(pn, "serve", lambda *a, **kw: seen.append((kw["num_procs"], serve_mod.os.environ.get(serve_mod.SHARED_FORECASTS_ENV))))
     monkeypatch.setattr("pocoviz.ui.warmup.start_warmup", lambda: None)
-    serve_mod.serve(None, num_procs=1)
-    serve_mod.serve(None, num_procs=2)
+    try:
+        serve_mod.serve(None, num_procs=1)
+        serve_mod.serve(None, num_procs=2)
+    finally:  # serve() sets it for the processes it forks; monkeypatch does not undo a variable it did not set
+        serve_mod.os.environ.pop(serve_mod.SHARED_FORECASTS_ENV, None)
     assert seen == [(1, None), (2, "1")]
