@@ -3,7 +3,7 @@
 :func:`run_load_test` starts the server as users start it (``pocoviz serve`` on 127.0.0.1, Bokeh
 resources served locally), opens ``sessions`` browser contexts in one headless Chromium (each its
 own Bokeh session), and for ``minutes`` has every session repeat what a lab member does in the
-Recordings tab, with a pause of 1-3 s between actions:
+Recordings tab, with a pause between actions (``think_s``, 1-3 s by default: a busy room):
 
 * ``session``: choose another recording session; done when the raster's title names it;
 * ``region``: choose a region; done when the selection summary names the units shown;
@@ -48,7 +48,8 @@ TITLE_JS = (
 ACTION_TIMEOUT_MS = 30_000
 
 
-async def _user(browser: Any, url: str, k: int, until: float, rng: np.random.Generator, out: dict[str, Any], external: list[str]) -> None:
+async def _user(browser: Any, url: str, k: int, until: float, rng: np.random.Generator, out: dict[str, Any], external: list[str],
+                think_s: tuple[float, float] = (1.0, 3.0)) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
 
@@ -74,7 +75,7 @@ async def _user(browser: Any, url: str, k: int, until: float, rng: np.random.Gen
     out["page_s"].append(time.perf_counter() - t)
     current = "zebrafish/fish0"
     while time.perf_counter() < until:
-        await page.wait_for_timeout(float(rng.uniform(1000, 3000)))
+        await page.wait_for_timeout(float(rng.uniform(1000 * think_s[0], 1000 * think_s[1])))
         kind = str(rng.choice(["session", "region", "unit"], p=[0.4, 0.3, 0.3]))
         t = time.perf_counter()
         try:
@@ -104,7 +105,7 @@ async def _user(browser: Any, url: str, k: int, until: float, rng: np.random.Gen
     await context.close()
 
 
-async def _drive(url: str, sessions: int, minutes: float, seed: int, out: dict[str, Any], external: list[str]) -> None:
+async def _drive(url: str, sessions: int, minutes: float, seed: int, out: dict[str, Any], external: list[str], think_s: tuple[float, float]) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -113,7 +114,7 @@ async def _drive(url: str, sessions: int, minutes: float, seed: int, out: dict[s
         rngs = [np.random.default_rng([seed, k]) for k in range(sessions)]
         users = []
         for k in range(sessions):  # arrive over a few seconds, as a room does
-            users.append(asyncio.create_task(_user(browser, url, k, until, rngs[k], out, external)))
+            users.append(asyncio.create_task(_user(browser, url, k, until, rngs[k], out, external, think_s)))
             await asyncio.sleep(0.5)
         await asyncio.gather(*users)
         await browser.close()
@@ -127,9 +128,13 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
             "max_ms": round(float(ms.max()), 1)}  # fmt: skip
 
 
-def run_load_test(sessions: int = 20, minutes: float = 5.0, num_procs: int = 2, *, seed: int = 0, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_load_test(
+    sessions: int = 20, minutes: float = 5.0, num_procs: int = 2, *, seed: int = 0, data_dir: str | os.PathLike | None = None,
+    think_s: tuple[float, float] = (1.0, 3.0),
+) -> dict[str, Any]:  # fmt: skip
     """Serve the app with ``num_procs`` processes and drive ``sessions`` browser sessions for
-    ``minutes`` (see module docstring); returns a JSON-able report."""
+    ``minutes``, each pausing ``think_s`` seconds (uniform) between actions (see module docstring);
+    returns a JSON-able report."""
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="pocoviz-load-")) / "serve.log"
     script = Path(sys.executable).with_name("pocoviz")  # the command users run
@@ -155,7 +160,7 @@ def run_load_test(sessions: int = 20, minutes: float = 5.0, num_procs: int = 2, 
 
             sampler = asyncio.create_task(sample())
             try:
-                await _drive(f"http://127.0.0.1:{port}/app", sessions, minutes, seed, out, external)
+                await _drive(f"http://127.0.0.1:{port}/app", sessions, minutes, seed, out, external, think_s)
             finally:
                 sampler.cancel()
 
@@ -166,7 +171,7 @@ def run_load_test(sessions: int = 20, minutes: float = 5.0, num_procs: int = 2, 
     text = log.read_text(errors="replace")
     every = [v for values in out["latency"].values() for v in values]
     return {
-        "sessions": sessions, "minutes": minutes, "num_procs": num_procs, "seed": seed, "cpu_count": os.cpu_count(),
+        "sessions": sessions, "minutes": minutes, "num_procs": num_procs, "seed": seed, "think_s": list(think_s), "cpu_count": os.cpu_count(),
         "wall_s": round(time.perf_counter() - t0, 1),
         "pages_loaded": len(out["page_s"]), "page_load": _percentiles(out["page_s"]),
         "actions": _percentiles(every), "by_action": {k: _percentiles(v) for k, v in sorted(out["latency"].items())},
@@ -179,8 +184,10 @@ def run_load_test(sessions: int = 20, minutes: float = 5.0, num_procs: int = 2, 
     }  # fmt: skip
 
 
-if __name__ == "__main__":  # python -m pocoviz.ui.load_test [SESSIONS] [MINUTES] [NUM_PROCS]
+if __name__ == "__main__":  # python -m pocoviz.ui.load_test [SESSIONS] [MINUTES] [NUM_PROCS] [THINK_MIN_S THINK_MAX_S]
     import json
 
     args = [float(a) for a in sys.argv[1:]]
-    print(json.dumps(run_load_test(int(args[0]) if args else 20, args[1] if len(args) > 1 else 5.0, int(args[2]) if len(args) > 2 else 2), indent=1))
+    think = (args[3], args[4]) if len(args) > 4 else (1.0, 3.0)
+    print(json.dumps(run_load_test(int(args[0]) if args else 20, args[1] if len(args) > 1 else 5.0, int(args[2]) if len(args) > 2 else 2,
+                                   think_s=think), indent=1))  # fmt: skip
