@@ -256,6 +256,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     Under torchrun (or with ``--nproc N``) every process trains on its share of each batch; rank 0
     prints, validates and writes the checkpoint.
     """
+    return _in_ranks(args, _train)
+
+
+def _in_ranks(args: argparse.Namespace, body) -> int:
+    """Run ``body(args, device, is_rank_0)``: in this process, or in ``--nproc`` processes launched
+    through torchrun, or as one rank of a torchrun job."""
     from pocoviz.backend import configure_threads
     from pocoviz.forecast import distributed
 
@@ -265,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     configure_threads()
     try:
         with distributed.session(args.device, timeout=args.dist_timeout) as device:
-            return _train(args, device, distributed.is_main())
+            return body(args, device, distributed.is_main())
     except distributed.DistributedError as exc:
         return _err(str(exc))
 
@@ -350,18 +356,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     Under torchrun (or with ``--nproc N``) every process trains on its share of each batch; rank 0
     prints, validates and writes the checkpoint.
     """
-    from pocoviz.backend import configure_threads
-    from pocoviz.forecast import distributed
-
-    launched = _launch_ranks(args)
-    if launched is not None:
-        return launched
-    configure_threads()
-    try:
-        with distributed.session(args.device, timeout=args.dist_timeout) as device:
-            return _finetune(args, device, distributed.is_main())
-    except distributed.DistributedError as exc:
-        return _err(str(exc))
+    return _in_ranks(args, _finetune)
 
 
 def _finetune(args: argparse.Namespace, device, main: bool) -> int:
